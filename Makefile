@@ -1,0 +1,50 @@
+# Two commands on a fresh machine: `make run` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+export FLASK_APP := app
+
+.PHONY: run dev test test-fast lint format bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(VENV)/.runtime-installed: requirements.txt | $(BIN)/python
+	$(BIN)/pip install --quiet -r requirements.txt
+	touch $@
+
+$(VENV)/.dev-installed: requirements.txt requirements-dev.txt | $(BIN)/python
+	$(BIN)/pip install --quiet -r requirements-dev.txt
+	touch $@
+
+## Serve the app with gunicorn on http://127.0.0.1:8000 (embedded SQLite under instance/).
+run: $(VENV)/.runtime-installed
+	$(BIN)/flask init-db
+	$(BIN)/gunicorn --config gunicorn.conf.py app.wsgi:app
+
+## Werkzeug's development server with reload (the scheduler runs in the reloaded child).
+dev: $(VENV)/.runtime-installed
+	$(BIN)/flask run --debug
+
+## Unit, integration and end-to-end tests (finds or installs Chromium).
+test: $(VENV)/.dev-installed
+	CHROMIUM_PATH="$$(scripts/ensure-chromium)" $(BIN)/python -m pytest
+
+## Everything but the end-to-end and slow tests.
+test-fast: $(VENV)/.dev-installed
+	$(BIN)/python -m pytest -m "not e2e and not slow"
+
+lint: $(VENV)/.dev-installed
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+
+format: $(VENV)/.dev-installed
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+bench: $(VENV)/.dev-installed
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache e2e/artifacts

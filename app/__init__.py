@@ -1,0 +1,90 @@
+"""Application factory."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from dotenv import dotenv_values
+from flask import Flask, redirect, url_for
+
+from app.config import ConfigError, load_settings
+from app.db import Database
+from app.extensions import csrf
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+__all__ = ["ConfigError", "create_app"]
+
+
+def create_app(test_config: dict | None = None) -> Flask:
+    """Create the app: configuration, database, CSRF, blueprints, scheduler service.
+
+    ``test_config`` overrides environment variables by name (``DATABASE_URL`` ...) and
+    any other Flask setting. The scheduler is created here but started only by the
+    serving entry points (see ``app/wsgi.py``), never by CLI commands or tests.
+    """
+    overrides = {key: value for key, value in (test_config or {}).items()}
+    env = _environment(overrides)
+    settings = load_settings(env, default_instance_path=PROJECT_ROOT / "instance")
+
+    app = Flask(
+        __name__,
+        instance_path=str(settings.instance_path),
+        template_folder=str(PROJECT_ROOT / "templates"),
+        static_folder=str(PROJECT_ROOT / "static"),
+    )
+    app.config.update(settings.as_flask_config())
+    app.config.update(
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        WTF_CSRF_TIME_LIMIT=None,
+        MAX_CONTENT_LENGTH=64 * 1024,
+    )
+    app.config.update({key: value for key, value in overrides.items() if not isinstance(value, str)})
+    _configure_logging(app)
+
+    db = Database(settings.database_url, settings.database_path)
+    db.create_tables()
+    app.extensions["db"] = db
+    csrf.init_app(app)
+
+    from app.services.scheduler import SchedulerService
+
+    app.extensions["scheduler"] = SchedulerService(app.config, db)
+
+    from app import api, cli, web
+    from app import settings as settings_pages
+
+    web.init_app(app)
+    settings_pages.init_app(app)
+    api.init_app(app)
+    cli.init_app(app)
+
+    @app.get("/")
+    def root():
+        return redirect(url_for("settings.index"))
+
+    if os.environ.get("WERKZEUG_RUN_MAIN") == "true":
+        # `flask run --debug`: this is the reloader's serving child (never its parent).
+        app.extensions["scheduler"].start()
+
+    return app
+
+
+def _environment(overrides: dict) -> dict[str, str]:
+    """Process environment over ``.env`` values, with string overrides from tests on top."""
+    env = {}
+    dotenv_file = PROJECT_ROOT / ".env"
+    if dotenv_file.is_file() and not overrides.get("TESTING"):
+        env.update({key: value for key, value in dotenv_values(dotenv_file).items() if value is not None})
+    env.update(os.environ)
+    env.update({key: value for key, value in overrides.items() if isinstance(value, str)})
+    return env
+
+
+def _configure_logging(app: Flask) -> None:
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s")
+    app.logger.setLevel(logging.INFO)

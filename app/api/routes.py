@@ -1,0 +1,150 @@
+"""JSON API routes (DESIGN.md section 6); errors are ``{"error": msg}`` or ``{"errors": {...}}``."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from flask import Blueprint, abort, current_app, jsonify, request
+
+from app.api.serializers import backup_json, health_json, iso, job_json, run_json
+from app.extensions import get_db
+from app.services import runs
+from app.services.backups import list_backups
+from app.services.scheduler import save_schedule, stored_jobs
+from app.services.schedules import Schedule
+from app.services.status import scheduler_health, task_status
+from app.settings.forms import ScheduleForm, formdata_from_json
+from app.settings.routes import start_background_run
+from app.tasks import TASKS, TaskBusy, claim_task, complete_task
+
+bp = Blueprint("api", __name__, url_prefix="/api/v1")
+
+BACKUP_TASK = "backup_db"
+
+
+@bp.before_request
+def refuse_cross_site():
+    """Browsers say where a request comes from; refuse other sites (no CSRF token here)."""
+    if request.headers.get("Sec-Fetch-Site", "same-origin") not in ("same-origin", "none"):
+        return jsonify(error="Cross-site requests are not allowed."), 403
+    return None
+
+
+@bp.errorhandler(404)
+def not_found(_error):
+    return jsonify(error="Not found."), 404
+
+
+@bp.errorhandler(405)
+def method_not_allowed(_error):
+    return jsonify(error="Method not allowed."), 405
+
+
+def _require_scheduler() -> None:
+    if not current_app.config["SCHEDULER_ENABLED"]:
+        abort(404)
+
+
+def _timezone() -> str:
+    return current_app.config["SCHEDULER_TIMEZONE"]
+
+
+@bp.post("/settings/backup-db")
+def backup_db():
+    """A manual backup, synchronously: 200 with the backup, or an error with a fitting status."""
+    config = current_app.config
+    db = get_db()
+    try:
+        run, lock = claim_task(config, db, BACKUP_TASK, "manual")
+    except TaskBusy as busy:
+        return jsonify(error="A backup is already running.", running=run_json(busy.running, _timezone())), 409
+    outcome = complete_task(config, db, run, lock)
+    if outcome.error is not None:
+        return jsonify(error=str(outcome.error), run=run_json(outcome.run, _timezone())), outcome.error.status_code
+    return jsonify(outcome.result["backup"].as_dict() | {"run_id": run.id}), 200
+
+
+@bp.get("/settings/backups")
+def backups():
+    """The backup files, newest first."""
+    return jsonify(backups=[backup_json(b, _timezone()) for b in list_backups(Path(current_app.config["BACKUPS_DIR"]))])
+
+
+@bp.get("/settings/scheduler")
+def scheduler_status():
+    """Schedules and scheduler status."""
+    _require_scheduler()
+    config = current_app.config
+    db = get_db()
+    jobs = [job_json(task_status(config, db, task_id)) for task_id in TASKS]
+    return jsonify(
+        timezone=_timezone(),
+        scheduler=health_json(scheduler_health(config, db), _timezone()),
+        sqlite_version=sqlite3.sqlite_version,
+        jobs=jobs,
+        history=[run_json(run, _timezone()) for run in runs.recent_runs(db, BACKUP_TASK, 20)],
+    )
+
+
+@bp.post("/settings/scheduler/backup")
+def set_backup_schedule():
+    """Create or update the backup schedule; 400 with errors by field, nothing changed."""
+    _require_scheduler()
+    if not request.is_json:
+        return jsonify(errors={"json": ["Send Content-Type: application/json."]}), 400
+    payload = request.get_json(silent=True)
+    formdata, errors = formdata_from_json(payload)
+    if errors:
+        return jsonify(errors=errors), 400
+    form = ScheduleForm(formdata)
+    if not form.validate():
+        return jsonify(errors={name: list(messages) for name, messages in form.errors.items()}), 400
+    save_schedule(get_db(), BACKUP_TASK, form.schedule())
+    return jsonify(job_json(task_status(current_app.config, get_db(), BACKUP_TASK))), 200
+
+
+@bp.delete("/settings/scheduler/backup")
+def delete_backup_schedule():
+    """Remove the schedule: the mode becomes disabled."""
+    _require_scheduler()
+    save_schedule(get_db(), BACKUP_TASK, Schedule("disabled"))
+    return jsonify(job_json(task_status(current_app.config, get_db(), BACKUP_TASK))), 200
+
+
+@bp.post("/settings/scheduler/backup/run")
+def run_backup():
+    """Start a backup in the background: 202 with the run, 409 while one runs."""
+    _require_scheduler()
+    try:
+        run = start_background_run(BACKUP_TASK)
+    except TaskBusy as busy:
+        return jsonify(error="A backup is already running.", running=run_json(busy.running, _timezone())), 409
+    return jsonify(run=run_json(run, _timezone())), 202
+
+
+@bp.get("/settings/scheduler/runs/<int:run_id>")
+def get_run(run_id: int):
+    """One run, to follow a started backup."""
+    _require_scheduler()
+    run = runs.get_run(get_db(), run_id)
+    if run is None:
+        abort(404)
+    return jsonify(run=run_json(run, _timezone()))
+
+
+@bp.get("/settings/scheduler/jobs")
+def scheduler_jobs():
+    """The job store's jobs, for debugging."""
+    _require_scheduler()
+    stored = dict(stored_jobs(get_db()))
+    jobs = [
+        {
+            "id": task.id,
+            "func": task.job_ref,
+            "stored": task.id in stored,
+            "next_run_time": iso(stored.get(task.id), _timezone()),
+        }
+        for task in TASKS.values()
+    ]
+    return jsonify(jobs=jobs, timezone=_timezone())

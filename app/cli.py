@@ -1,0 +1,133 @@
+"""CLI: ``flask backup ...`` and ``flask scheduler ...`` (JSON output for scripts)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import click
+from flask import Flask, current_app
+from werkzeug.datastructures import MultiDict
+
+from app.api.serializers import backup_json, health_json, job_json, run_json
+from app.extensions import get_db
+from app.services import runs
+from app.services.backups import list_backups
+from app.services.scheduler import save_schedule
+from app.services.schedules import MODES
+from app.services.status import scheduler_health, task_status
+from app.settings.forms import ScheduleForm
+from app.tasks import TASKS, TaskBusy, claim_task, complete_task
+from app.web import file_size
+
+BACKUP_TASK = "backup_db"
+
+backup_cli = click.Group("backup", help="Make and list database backups.")
+scheduler_cli = click.Group("scheduler", help="Inspect and set schedules.")
+
+
+def _emit(data: dict) -> None:
+    click.echo(json.dumps(data, indent=2))
+
+
+@backup_cli.command("run")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def backup_run(as_json: bool) -> None:
+    """Take a verified manual backup now (waits for it)."""
+    config = current_app.config
+    db = get_db()
+    try:
+        run, lock = claim_task(config, db, BACKUP_TASK, "manual")
+    except TaskBusy:
+        raise click.ClickException("A backup is already running.") from None
+    outcome = complete_task(config, db, run, lock)
+    if outcome.error is not None:
+        raise click.ClickException(f"Backup failed: {outcome.error}")
+    backup = outcome.result["backup"]
+    if as_json:
+        _emit(backup.as_dict())
+    else:
+        click.echo(f"{backup.path} ({file_size(backup.size)}, sha256 {backup.sha256}, {backup.duration_ms} ms)")
+
+
+@backup_cli.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print the list as JSON.")
+def backup_list(as_json: bool) -> None:
+    """List backup files, newest first."""
+    zone = current_app.config["SCHEDULER_TIMEZONE"]
+    backups = list_backups(Path(current_app.config["BACKUPS_DIR"]))
+    if as_json:
+        _emit({"backups": [backup_json(backup, zone) for backup in backups]})
+        return
+    for backup in backups:
+        click.echo(f"{backup.name}  {file_size(backup.size):>10}  {backup.kind}")
+
+
+@scheduler_cli.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+def scheduler_status(as_json: bool) -> None:
+    """Show schedules, next runs, the scheduler's health and recent runs."""
+    config = current_app.config
+    db = get_db()
+    zone = config["SCHEDULER_TIMEZONE"]
+    health = health_json(scheduler_health(config, db), zone)
+    jobs = [job_json(task_status(config, db, task_id)) for task_id in TASKS]
+    if as_json:
+        history = [run_json(run, zone) for run in runs.recent_runs(db, BACKUP_TASK, 20)]
+        _emit(
+            {
+                "timezone": zone,
+                "scheduler": health,
+                "sqlite_version": sqlite3.sqlite_version,
+                "jobs": jobs,
+                "history": history,
+            }
+        )
+        return
+    state = "running" if health["running"] else "not running" if health["enabled"] else "disabled by configuration"
+    click.echo(f"Scheduler: {state} (zone {zone})")
+    for job in jobs:
+        last = job["last_run"]
+        click.echo(f"{job['id']}: {job['description']}")
+        click.echo(f"  next run: {job['next_run_at'] or '-'}")
+        click.echo(f"  last run: {last['status'] + ' at ' + last['started_at'] if last else '-'}")
+
+
+@scheduler_cli.command("set")
+@click.option("--mode", type=click.Choice(list(MODES)), required=True, help="The strategy.")
+@click.option("--time", "time_of_day", help="HH:MM, for daily and weekly.")
+@click.option("--weekdays", help="Comma-separated, e.g. mon,thu (weekly).")
+@click.option("--cron", help="Five-field cron expression (cron).")
+@click.option("--every-hours", help="1 to 168 (interval).")
+def scheduler_set(mode: str, time_of_day: str | None, weekdays: str | None, cron: str | None, every_hours: str | None):
+    """Save the backup schedule (validated like the form); the running scheduler applies it."""
+    data = MultiDict({"mode": mode})
+    for key, value in (("time", time_of_day), ("cron", cron), ("every_hours", every_hours)):
+        if value is not None:
+            data[key] = value
+    if weekdays:
+        data.setlist("weekdays", [day.strip() for day in weekdays.split(",") if day.strip()])
+    form = ScheduleForm(data)
+    if not form.validate():
+        for name, messages in form.errors.items():
+            for message in messages:
+                click.echo(f"{name}: {message}", err=True)
+        raise SystemExit(2)
+    save_schedule(get_db(), BACKUP_TASK, form.schedule())
+    _emit(job_json(task_status(current_app.config, get_db(), BACKUP_TASK)))
+
+
+@click.command("init-db")
+def init_db() -> None:
+    """Create the database tables (the app also does this on start) and say where things live."""
+    config = current_app.config
+    click.echo(f"Database: {config['DATABASE_PATH']}")
+    click.echo(f"Backups:  {config['BACKUPS_DIR']}")
+
+
+def init_app(app: Flask) -> None:
+    """Register the command groups."""
+    app.cli.add_command(backup_cli)
+    app.cli.add_command(scheduler_cli)
+    app.cli.add_command(init_db)

@@ -1,0 +1,148 @@
+"""Settings read from the environment (and an optional ``.env``), validated at start."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+TRUE_WORDS = {"1", "true", "yes", "on"}
+FALSE_WORDS = {"0", "false", "no", "off"}
+
+
+class ConfigError(Exception):
+    """A configuration value is missing or not allowed; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Validated configuration, one field per environment variable."""
+
+    instance_path: Path
+    database_url: str
+    database_path: Path
+    backups_dir: Path
+    secret_key: str
+    scheduler_enabled: bool
+    scheduler_timezone: str
+    misfire_grace_seconds: int
+    backup_keep_last: int
+    backup_busy_timeout_seconds: float
+
+    def as_flask_config(self) -> dict:
+        """The settings as Flask config keys (upper-case names)."""
+        return {
+            "INSTANCE_PATH": str(self.instance_path),
+            "DATABASE_URL": self.database_url,
+            "DATABASE_PATH": str(self.database_path),
+            "BACKUPS_DIR": str(self.backups_dir),
+            "SECRET_KEY": self.secret_key,
+            "SCHEDULER_ENABLED": self.scheduler_enabled,
+            "SCHEDULER_TIMEZONE": self.scheduler_timezone,
+            "SCHEDULER_MISFIRE_GRACE_SECONDS": self.misfire_grace_seconds,
+            "BACKUP_KEEP_LAST": self.backup_keep_last,
+            "BACKUP_BUSY_TIMEOUT_SECONDS": self.backup_busy_timeout_seconds,
+        }
+
+
+def load_settings(env: dict[str, str], default_instance_path: Path) -> Settings:
+    """Build and validate :class:`Settings` from ``env``; raise :class:`ConfigError` on a bad value."""
+    instance_path = Path(env.get("INSTANCE_PATH") or default_instance_path).resolve()
+    database_url = env.get("DATABASE_URL") or f"sqlite:///{instance_path / 'app.db'}"
+    database_path = _sqlite_path(database_url)
+    backups_dir = Path(env.get("BACKUPS_DIR") or instance_path / "backups").resolve()
+    return Settings(
+        instance_path=instance_path,
+        database_url=database_url,
+        database_path=database_path,
+        backups_dir=backups_dir,
+        secret_key=env.get("SECRET_KEY") or _stored_secret_key(instance_path),
+        scheduler_enabled=_boolean(env, "SCHEDULER_ENABLED", default=True),
+        scheduler_timezone=_timezone(env),
+        misfire_grace_seconds=_integer(
+            env, "SCHEDULER_MISFIRE_GRACE_SECONDS", default=12 * 3600, low=1, high=7 * 86400
+        ),
+        backup_keep_last=_integer(env, "BACKUP_KEEP_LAST", default=14, low=1, high=10_000),
+        backup_busy_timeout_seconds=float(_integer(env, "BACKUP_BUSY_TIMEOUT_SECONDS", default=30, low=1, high=3600)),
+    )
+
+
+def _sqlite_path(url: str) -> Path:
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise ConfigError(f"DATABASE_URL is not a valid URL ({exc}).") from None
+    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
+        raise ConfigError(
+            "DATABASE_URL must point to a SQLite file, e.g. sqlite:////var/lib/app/app.db "
+            f"(got {url!r}); this app backs up its own SQLite database."
+        )
+    return Path(parsed.database).resolve()
+
+
+def _boolean(env: dict[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in TRUE_WORDS:
+        return True
+    if raw in FALSE_WORDS:
+        return False
+    allowed = ", ".join(sorted(TRUE_WORDS | FALSE_WORDS))
+    raise ConfigError(f"{name} must be one of {allowed} (got {raw!r}).")
+
+
+def _integer(env: dict[str, str], name: str, default: int, low: int, high: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number from {low} to {high} (got {raw!r}).") from None
+    if not low <= value <= high:
+        raise ConfigError(f"{name} must be a whole number from {low} to {high} (got {value}).")
+    return value
+
+
+def _timezone(env: dict[str, str]) -> str:
+    raw = env.get("SCHEDULER_TIMEZONE", "").strip()
+    if not raw:
+        from tzlocal import get_localzone_name
+
+        raw = get_localzone_name() or "UTC"
+    try:
+        ZoneInfo(raw)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(
+            f"SCHEDULER_TIMEZONE must be an IANA time zone name such as Europe/Berlin or UTC (got {raw!r})."
+        ) from None
+    return raw
+
+
+def _stored_secret_key(instance_path: Path) -> str:
+    """Return the key kept in ``instance/secret_key``, creating it (mode 0600) on first use."""
+    key_file = instance_path / "secret_key"
+    instance_path.mkdir(parents=True, exist_ok=True)
+    if not key_file.exists():
+        # Several gunicorn workers may race here: each writes its own temporary file and
+        # link() publishes exactly one of them, complete, under the final name.
+        tmp = instance_path / f".secret_key.{os.getpid()}.{secrets.token_hex(4)}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_hex(32))
+        try:
+            os.link(tmp, key_file)
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
+    key = key_file.read_text().strip()
+    if not key:
+        raise ConfigError(f"SECRET_KEY is unset and {key_file} is empty; delete that file or set SECRET_KEY.")
+    return key

@@ -1,0 +1,1 @@
+"""The work of the app, free of Flask request objects."""

@@ -1,0 +1,336 @@
+"""Verified SQLite backups: snapshot, check, fsync, atomic rename; listing and retention.
+
+A backup is never a file copy (a copy taken mid-transaction can be corrupt): it is a
+snapshot through SQLite's online backup API, taken inside one read transaction so that
+writers keep going in WAL mode and the copy never restarts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import logging
+import os
+import re
+import secrets
+import sqlite3
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from app.services.locks import FileLock
+
+log = logging.getLogger(__name__)
+
+KINDS = ("manual", "auto")
+BACKUP_NAME = re.compile(r"^backup-(\d{8}T\d{6}\.\d{6}Z)-(manual|auto)\.sqlite3$")
+TEMP_PREFIX = ".backup-"
+TEMP_SUFFIX = ".tmp"
+TIMESTAMP_FORMAT = "%Y%m%dT%H%M%S.%fZ"
+COPY_STEP_PAGES = 16_384  # 64 MiB with 4 KiB pages: progress without measurable overhead
+
+Progress = Callable[[str, int | None], None]
+
+
+class BackupError(Exception):
+    """A backup could not be made or found; the message is fit to show a user."""
+
+    status_code = 500
+
+
+class BackupInProgress(BackupError):
+    """Another backup is running (in this or another process)."""
+
+    status_code = 409
+
+
+class BackupNotFound(BackupError):
+    """No backup with that name exists (or the name is not one we make)."""
+
+    status_code = 404
+
+
+class BackupSourceError(BackupError):
+    """The database to back up is missing, busy or not a database."""
+
+    status_code = 503
+
+
+class BackupTargetError(BackupError):
+    """The backup folder cannot hold backups (missing, not writable, full, a file)."""
+
+    status_code = 507
+
+
+@dataclass(frozen=True)
+class BackupFile:
+    """A finished backup in the folder."""
+
+    name: str
+    size: int
+    created_at: datetime
+    kind: str
+
+
+@dataclass(frozen=True)
+class BackupResult:
+    """What one successful backup produced."""
+
+    path: Path
+    size: int
+    sha256: str
+    created_at: datetime
+    duration_ms: int
+    kind: str
+    pruned: tuple[str, ...] = ()
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    def as_dict(self) -> dict:
+        """The JSON shape of the API's answer."""
+        return {
+            "file": self.name,
+            "size": self.size,
+            "sha256": self.sha256,
+            "created_at": self.created_at.isoformat(),
+            "duration_ms": self.duration_ms,
+            "kind": self.kind,
+        }
+
+
+def backup_lock(database_path: Path) -> FileLock:
+    """The single-flight lock every backup (manual or scheduled, any process) must hold."""
+    return FileLock(database_path.with_name(database_path.name + ".backup.lock"))
+
+
+def perform_sqlite_backup(
+    database_path: Path,
+    backups_dir: Path,
+    *,
+    kind: str = "manual",
+    keep_last: int | None = None,
+    busy_timeout: float = 30.0,
+    progress: Progress | None = None,
+) -> BackupResult:
+    """Write a verified snapshot of ``database_path`` into ``backups_dir``.
+
+    The caller holds :func:`backup_lock`. Any failure raises :class:`BackupError`, removes
+    the temporary file and leaves existing backups untouched. For ``kind="auto"``, older
+    automatic backups beyond ``keep_last`` are pruned after success.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}")
+    report = progress or (lambda phase, percent: None)
+    started = time.monotonic()
+    _prepare_folder(backups_dir)
+    remove_stale_temp_files(backups_dir)
+    temp_path = backups_dir / f"{TEMP_PREFIX}{secrets.token_hex(8)}{TEMP_SUFFIX}"
+    try:
+        report("copying", 0)
+        _snapshot(database_path, temp_path, busy_timeout, report)
+        report("verifying", None)
+        _verify(temp_path)
+        report("finalizing", None)
+        digest, size = _sha256_and_fsync(temp_path)
+        final_path, created_at = _publish(temp_path, backups_dir, kind)
+    except BackupError:
+        raise
+    except OSError as exc:
+        raise _target_error(exc, backups_dir) from exc
+    finally:
+        _unlink_quietly(temp_path)
+    pruned = prune_automatic_backups(backups_dir, keep_last) if kind == "auto" and keep_last else ()
+    duration_ms = round((time.monotonic() - started) * 1000)
+    log.info("backup %s written: %d bytes in %d ms", final_path.name, size, duration_ms)
+    return BackupResult(final_path, size, digest, created_at, duration_ms, kind, tuple(pruned))
+
+
+def list_backups(backups_dir: Path) -> list[BackupFile]:
+    """Finished backups in the folder, newest first; anything not named by us is ignored."""
+    found = []
+    try:
+        entries = list(os.scandir(backups_dir))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    for entry in entries:
+        match = BACKUP_NAME.match(entry.name)
+        if not match or not entry.is_file(follow_symlinks=False):
+            continue
+        created_at = datetime.strptime(match.group(1), TIMESTAMP_FORMAT).replace(tzinfo=UTC)
+        found.append(BackupFile(entry.name, entry.stat().st_size, created_at, match.group(2)))
+    found.sort(key=lambda backup: backup.name, reverse=True)
+    return found
+
+
+def resolve_backup(backups_dir: Path, name: str) -> Path:
+    """The path of the backup called ``name``; only names we make, only inside the folder."""
+    if not BACKUP_NAME.match(name or ""):
+        raise BackupNotFound(f"No backup named {name!r}.")
+    path = backups_dir / name
+    if not path.is_file() or path.is_symlink():
+        raise BackupNotFound(f"No backup named {name!r}.")
+    return path
+
+
+def delete_backup(backups_dir: Path, name: str) -> None:
+    """Delete one backup by its exact name."""
+    path = resolve_backup(backups_dir, name)
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        raise BackupNotFound(f"No backup named {name!r}.") from None
+    _fsync_dir(backups_dir)
+
+
+def prune_automatic_backups(backups_dir: Path, keep_last: int) -> list[str]:
+    """Delete automatic backups beyond the newest ``keep_last``; manual ones are never pruned."""
+    automatic = [backup for backup in list_backups(backups_dir) if backup.kind == "auto"]
+    removed = []
+    for backup in automatic[keep_last:]:
+        try:
+            (backups_dir / backup.name).unlink()
+            removed.append(backup.name)
+        except FileNotFoundError:
+            continue
+    if removed:
+        _fsync_dir(backups_dir)
+        log.info("retention removed %d automatic backup(s)", len(removed))
+    return removed
+
+
+def remove_stale_temp_files(backups_dir: Path) -> list[str]:
+    """Remove temporary files a killed backup left behind (call while holding the lock)."""
+    removed = []
+    try:
+        entries = list(os.scandir(backups_dir))
+    except (FileNotFoundError, NotADirectoryError):
+        return removed
+    for entry in entries:
+        if entry.name.startswith(TEMP_PREFIX) and entry.name.endswith(TEMP_SUFFIX):
+            _unlink_quietly(Path(entry.path))
+            removed.append(entry.name)
+    return removed
+
+
+def _prepare_folder(backups_dir: Path) -> None:
+    if backups_dir.exists() and not backups_dir.is_dir():
+        raise BackupTargetError(f"The backup folder {backups_dir} is a file, not a folder.")
+    try:
+        backups_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as exc:
+        raise BackupTargetError(
+            f"The backup folder {backups_dir} does not exist and cannot be created: {exc.strerror}."
+        ) from exc
+    if not os.access(backups_dir, os.W_OK | os.X_OK):
+        raise BackupTargetError(f"The backup folder {backups_dir} is not writable.")
+
+
+def _snapshot(database_path: Path, temp_path: Path, busy_timeout: float, report: Progress) -> None:
+    if not database_path.is_file():
+        raise BackupSourceError(f"The database file {database_path} does not exist.")
+    fd = os.open(temp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    os.close(fd)
+    source = sqlite3.connect(database_path, timeout=busy_timeout, isolation_level=None)
+    target = sqlite3.connect(temp_path, isolation_level=None)
+    try:
+        # One read transaction for the whole copy: in WAL mode writers go on, and the
+        # stepped copy sees one snapshot, so it never restarts and stays consistent.
+        source.execute("BEGIN")
+        try:
+            source.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise _source_error(exc, database_path, busy_timeout) from exc
+
+        def step(status: int, remaining: int, total: int) -> None:
+            report("copying", 100 if not total else round(100 * (total - remaining) / total))
+
+        try:
+            source.backup(target, pages=COPY_STEP_PAGES, progress=step)
+            # The copy keeps the source's WAL flag; a backup is one self-contained file.
+            target.execute("PRAGMA journal_mode = DELETE")
+        except sqlite3.DatabaseError as exc:
+            raise _copy_error(exc, temp_path.parent) from exc
+    finally:
+        target.close()
+        source.close()
+
+
+def _verify(temp_path: Path) -> None:
+    check = sqlite3.connect(f"file:{temp_path}?mode=ro", uri=True)
+    try:
+        rows = check.execute("PRAGMA quick_check").fetchall()
+    except sqlite3.DatabaseError as exc:
+        raise BackupError(f"The backup could not be verified: {exc}.") from exc
+    finally:
+        check.close()
+    if rows != [("ok",)]:
+        detail = "; ".join(str(row[0]) for row in rows[:3])
+        raise BackupError(f"The backup failed its integrity check: {detail}.")
+
+
+def _sha256_and_fsync(path: Path) -> tuple[str, int]:
+    digest = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+            size += len(chunk)
+        os.fsync(handle.fileno())
+    return digest.hexdigest(), size
+
+
+def _publish(temp_path: Path, backups_dir: Path, kind: str) -> tuple[Path, datetime]:
+    """Give the verified file its final name; link() never overwrites, so names stay unique."""
+    while True:
+        created_at = datetime.now(UTC)
+        final_path = backups_dir / f"backup-{created_at.strftime(TIMESTAMP_FORMAT)}-{kind}.sqlite3"
+        try:
+            os.link(temp_path, final_path)
+        except FileExistsError:
+            continue
+        _fsync_dir(backups_dir)
+        return final_path, created_at
+
+
+def _source_error(exc: sqlite3.DatabaseError, database_path: Path, busy_timeout: float) -> BackupError:
+    text = str(exc)
+    if "locked" in text or "busy" in text:
+        return BackupSourceError(
+            f"The database stayed locked by another writer for more than {busy_timeout:g} s; the backup was not taken."
+        )
+    if "not a database" in text:
+        return BackupSourceError(f"The file {database_path} is not a SQLite database.")
+    return BackupSourceError(f"The database {database_path} could not be read: {text}.")
+
+
+def _copy_error(exc: sqlite3.DatabaseError, backups_dir: Path) -> BackupError:
+    text = str(exc)
+    if "full" in text:
+        return BackupTargetError(f"The backup folder {backups_dir} is full (no space left on device).")
+    return BackupError(f"The database could not be copied: {text}.")
+
+
+def _target_error(exc: OSError, backups_dir: Path) -> BackupError:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return BackupTargetError(f"The backup folder {backups_dir} is full (no space left on device).")
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return BackupTargetError(f"The backup folder {backups_dir} is not writable ({exc.strerror}).")
+    return BackupTargetError(f"Writing to the backup folder {backups_dir} failed: {exc.strerror or exc}.")
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _unlink_quietly(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()

@@ -1,0 +1,101 @@
+"""What the UI, API, CLI and health check say about a task: schedule, next run, last runs."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+from app.db import Database
+from app.models import JobRun, SchedulerState, utcnow
+from app.services import runs
+from app.services.scheduler import heartbeat_is_fresh, load_schedule, read_leader_state, read_next_run
+from app.services.schedules import Schedule, ScheduleError, build_trigger, describe
+
+UPCOMING_COUNT = 5
+
+
+@dataclass(frozen=True)
+class SchedulerHealth:
+    """Whether a scheduler is enabled and whether its leader's heartbeat is fresh."""
+
+    enabled: bool
+    running: bool
+    leader: SchedulerState | None
+    heartbeat_age: float | None
+
+
+@dataclass(frozen=True)
+class TaskStatus:
+    """Everything the status region shows for one task."""
+
+    task: str
+    timezone: str
+    schedule: Schedule
+    description: str
+    pending_apply: bool
+    next_run_at: datetime | None
+    upcoming: list[datetime]
+    health: SchedulerHealth
+    running: JobRun | None
+    last_run: JobRun | None
+
+    @property
+    def overdue(self) -> bool:
+        """The next run time has passed without the scheduler firing (it is down)."""
+        return self.next_run_at is not None and self.next_run_at < utcnow() and not self.health.running
+
+
+def scheduler_health(config: Mapping, db: Database) -> SchedulerHealth:
+    """The scheduler's health as any process sees it, from the leader's heartbeat."""
+    state, age = read_leader_state(db)
+    enabled = bool(config["SCHEDULER_ENABLED"])
+    return SchedulerHealth(enabled, enabled and heartbeat_is_fresh(age), state, age)
+
+
+def task_status(config: Mapping, db: Database, task_id: str) -> TaskStatus:
+    """Compose the status of one task from the database (works in every worker)."""
+    schedule, row = load_schedule(db, task_id)
+    timezone = config["SCHEDULER_TIMEZONE"]
+    now = utcnow()
+    try:
+        trigger = build_trigger(schedule, timezone)
+    except ScheduleError:
+        trigger = None
+    pending = row is not None and row.version != row.applied_version and bool(config["SCHEDULER_ENABLED"])
+    if trigger is None:
+        next_run = None
+    elif pending:
+        next_run = trigger.get_next_fire_time(None, now)  # what the leader is about to apply
+    else:
+        next_run = read_next_run(db, task_id)
+    upcoming = []
+    if next_run is not None:
+        upcoming.append(next_run)
+        while len(upcoming) < UPCOMING_COUNT:
+            following = trigger.get_next_fire_time(upcoming[-1], upcoming[-1])
+            if following is None or following <= upcoming[-1]:
+                break
+            upcoming.append(following)
+    running = runs.latest_run(db, task_id, status="running")
+    if running is not None and not runs.is_alive(running):
+        running = None
+    return TaskStatus(
+        task=task_id,
+        timezone=timezone,
+        schedule=schedule,
+        description=describe(schedule) if trigger is not None or schedule.mode == "disabled" else "Invalid schedule",
+        pending_apply=pending,
+        next_run_at=next_run,
+        upcoming=upcoming,
+        health=scheduler_health(config, db),
+        running=running,
+        last_run=_last_finished(db, task_id),
+    )
+
+
+def _last_finished(db: Database, task_id: str) -> JobRun | None:
+    for run in runs.recent_runs(db, task_id, limit=5):
+        if run.status != "running":
+            return run
+    return None

@@ -1,0 +1,10 @@
+"""The Settings pages: the full page and the htmx partials it is made of."""
+
+from flask import Flask
+
+
+def init_app(app: Flask) -> None:
+    """Register the settings blueprint."""
+    from app.settings.routes import bp
+
+    app.register_blueprint(bp)

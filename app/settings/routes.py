@@ -1,0 +1,214 @@
+"""Settings routes: thin, each parses, calls a service and renders a page or partial."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, send_file, url_for
+
+from app.extensions import get_db
+from app.services import runs
+from app.services.backups import BackupError, delete_backup, list_backups, resolve_backup
+from app.services.scheduler import load_schedule, save_schedule
+from app.services.schedules import Schedule, ScheduleError, build_trigger, describe, next_fire_times
+from app.services.status import task_status
+from app.settings.forms import ScheduleForm
+from app.tasks import TaskBusy, claim_task, complete_task
+from app.web import is_htmx, render_page_or_partial
+
+bp = Blueprint("settings", __name__, url_prefix="/settings")
+
+BACKUP_TASK = "backup_db"
+HISTORY_LIMIT = 20
+
+
+def _backups_dir() -> Path:
+    return Path(current_app.config["BACKUPS_DIR"])
+
+
+def _page_context(**overrides) -> dict:
+    """Everything the full Settings page shows; partial routes override their own part."""
+    config = current_app.config
+    db = get_db()
+    schedule, _ = load_schedule(db, BACKUP_TASK)
+    context = {
+        "backups": list_backups(_backups_dir()),
+        "backups_dir": config["BACKUPS_DIR"],
+        "form": ScheduleForm.from_schedule(schedule),
+        "status": task_status(config, db, BACKUP_TASK),
+        "history": runs.recent_runs(db, BACKUP_TASK, HISTORY_LIMIT),
+        "scheduler_enabled": config["SCHEDULER_ENABLED"],
+        "timezone": config["SCHEDULER_TIMEZONE"],
+        "preview": None,
+    }
+    context.update(overrides)
+    if "preview" not in overrides:
+        context["preview"] = _preview(context["form"])
+    return context
+
+
+def _respond(partial: str, status: int = 200, message: tuple[str, str] | None = None, event: str | None = None, **ctx):
+    """htmx: the partial plus a toast; plain browser: flash and redirect (or re-render on error)."""
+    if is_htmx():
+        body = render_template(partial, **_page_context(**ctx))
+        body += render_template("_oob_toast.html", toast=message)
+        response = current_app.response_class(body, status=status)
+        if event:
+            response.headers["HX-Trigger"] = event
+        return response
+    if status >= 400 and "form" in ctx:
+        return render_template("settings/index.html", toast=message, **_page_context(**ctx)), status
+    if message:
+        flash(message[1], message[0])
+    return redirect(url_for("settings.index"))
+
+
+@bp.get("")
+def index():
+    """The Settings page with its "Database backup" and "Schedule" blocks."""
+    return render_template("settings/index.html", **_page_context())
+
+
+@bp.get("/backups")
+def backups():
+    """The "Database backup" block alone (refreshed after a backup or delete)."""
+    return render_page_or_partial("settings/index.html", "settings/_backups.html", **_page_context())
+
+
+@bp.post("/backups")
+def backup_now():
+    """ "Backup DB now": a manual backup, taken while the request waits."""
+    config = current_app.config
+    db = get_db()
+    try:
+        run, lock = claim_task(config, db, BACKUP_TASK, "manual")
+    except TaskBusy:
+        return _respond("settings/_backups.html", 409, ("error", "A backup is already running."))
+    outcome = complete_task(config, db, run, lock)
+    if outcome.error is not None:
+        return _respond("settings/_backups.html", 200, ("error", f"Backup failed: {outcome.error}"), "backup-finished")
+    message = f"Backup {outcome.result['file']} created and verified."
+    return _respond("settings/_backups.html", 200, ("success", message), "backup-finished")
+
+
+@bp.get("/backups/<name>")
+def download_backup(name: str):
+    """Download one backup by its exact listed name."""
+    try:
+        path = resolve_backup(_backups_dir(), name)
+    except BackupError:
+        abort(404)
+    return send_file(path, as_attachment=True, download_name=name, mimetype="application/vnd.sqlite3")
+
+
+@bp.get("/backups/<name>/delete")
+def confirm_delete_backup(name: str):
+    """The confirmation page used when JavaScript is off."""
+    try:
+        resolve_backup(_backups_dir(), name)
+    except BackupError:
+        abort(404)
+    return render_template("settings/confirm_delete.html", name=name)
+
+
+@bp.post("/backups/<name>/delete")
+def delete_backup_file(name: str):
+    """Delete one backup."""
+    try:
+        delete_backup(_backups_dir(), name)
+    except BackupError:
+        abort(404)
+    return _respond("settings/_backups.html", 200, ("success", f"Backup {name} deleted."))
+
+
+@bp.get("/schedule/fields")
+def schedule_fields():
+    """The fields of the chosen strategy, keeping what the user typed (strategy switch)."""
+    form = ScheduleForm(request.args)
+    if form.mode.data not in ("disabled", "daily", "weekly", "cron", "interval"):
+        form.mode.data = "disabled"
+    return render_page_or_partial(
+        "settings/index.html", "settings/_schedule_fields.html", **_page_context(form=form, preview=_preview(form))
+    )
+
+
+@bp.get("/schedule/preview")
+def schedule_preview():
+    """The cron help: plain-English text and the next five runs, or the field's error."""
+    form = ScheduleForm(request.args)
+    return render_template("settings/_cron_preview.html", preview=_preview(form), timezone=_timezone())
+
+
+@bp.post("/schedule")
+def save_schedule_form():
+    """ "Save schedule": validate with the form; on error re-render with the input kept."""
+    if not current_app.config["SCHEDULER_ENABLED"]:
+        abort(404)
+    form = ScheduleForm(request.form)
+    if request.form.get("action") == "choose":
+        # Without JavaScript, "Show fields for this strategy" re-renders; nothing is saved.
+        return render_template("settings/index.html", **_page_context(form=form))
+    if not form.validate():
+        message = ("error", "The schedule was not saved: correct the fields marked below.")
+        return _respond("settings/_schedule_form.html", 422, message, form=form, preview=_preview(form))
+    schedule = form.schedule()
+    save_schedule(get_db(), BACKUP_TASK, schedule)
+    message = ("success", f"Schedule saved: {describe(schedule)}.")
+    return _respond("settings/_schedule_form.html", 200, message, "schedule-changed")
+
+
+@bp.get("/schedule/status")
+def schedule_status():
+    """The polled status region."""
+    return render_page_or_partial("settings/index.html", "settings/_schedule_status.html", **_page_context())
+
+
+@bp.get("/schedule/history")
+def schedule_history():
+    """The run history table."""
+    return render_page_or_partial("settings/index.html", "settings/_schedule_history.html", **_page_context())
+
+
+@bp.post("/schedule/run")
+def run_backup_now():
+    """ "Run backup now": start a backup in the background and answer at once."""
+    if not current_app.config["SCHEDULER_ENABLED"]:
+        abort(404)
+    try:
+        run = start_background_run(BACKUP_TASK)
+    except TaskBusy:
+        return _respond("settings/_schedule_status.html", 409, ("error", "A backup is already running."))
+    message = ("info", f"Backup started (run #{run.id}).")
+    return _respond("settings/_schedule_status.html", 202, message, "backup-started")
+
+
+def start_background_run(task_id: str):
+    """Claim a task here (so a busy one is refused at once) and finish it in a thread."""
+    config = current_app.config
+    db = get_db()
+    run, lock = claim_task(config, db, task_id, "manual")
+    thread = threading.Thread(target=complete_task, args=(config, db, run, lock), name=f"run-{run.id}", daemon=True)
+    thread.start()
+    return run
+
+
+def _timezone() -> str:
+    return current_app.config["SCHEDULER_TIMEZONE"]
+
+
+def _preview(form: ScheduleForm) -> dict | None:
+    """Description and next five runs of the form's (unsaved) schedule, or its error."""
+    if form.mode.data != "cron":
+        return None
+    text = (form.cron.data or "").strip()
+    if not text:
+        return {"error": None, "description": None, "upcoming": []}
+    schedule = Schedule("cron", cron=text)
+    try:
+        trigger = build_trigger(schedule, _timezone())
+    except ScheduleError as exc:
+        return {"error": str(exc), "description": None, "upcoming": []}
+    from app.models import utcnow
+
+    return {"error": None, "description": describe(schedule), "upcoming": next_fire_times(trigger, 5, utcnow())}

@@ -1,0 +1,155 @@
+"""The task registry, and how one run of a task is carried out and recorded.
+
+Adding a scheduled task is one body function and one ``TASKS`` entry (see README.md).
+The job store keeps each task's entry point by its textual reference, e.g.
+``"app.tasks:scheduled_backup_job"``: a job whose function cannot be imported is
+silently dropped by APScheduler, so never rename an entry point without a migration.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from app.db import Database
+from app.models import JobRun
+from app.services import runs
+from app.services.backups import BackupError, backup_lock, perform_sqlite_backup
+from app.services.locks import FileLock
+
+log = logging.getLogger(__name__)
+
+PROGRESS_INTERVAL_SECONDS = 0.5
+
+
+class TaskBusy(Exception):
+    """The task is already running somewhere; ``running`` is that run, when known."""
+
+    def __init__(self, running: JobRun | None) -> None:
+        super().__init__("A backup is already running.")
+        self.running = running
+
+
+@dataclass(frozen=True)
+class TaskContext:
+    """What a task body gets: configuration, database, why it runs, and a progress callback."""
+
+    config: Mapping
+    db: Database
+    trigger: str
+    report: Callable[[str, int | None], None]
+
+
+@dataclass(frozen=True)
+class Task:
+    """A schedulable task: its id, title, job-store entry point, lock and body."""
+
+    id: str
+    title: str
+    job_ref: str
+    lock: Callable[[Mapping], FileLock]
+    body: Callable[[TaskContext], dict]
+
+
+def _backup_db(ctx: TaskContext) -> dict:
+    result = perform_sqlite_backup(
+        Path(ctx.config["DATABASE_PATH"]),
+        Path(ctx.config["BACKUPS_DIR"]),
+        kind="manual" if ctx.trigger == "manual" else "auto",
+        keep_last=ctx.config["BACKUP_KEEP_LAST"],
+        busy_timeout=ctx.config["BACKUP_BUSY_TIMEOUT_SECONDS"],
+        progress=ctx.report,
+    )
+    return {"file": result.name, "size": result.size, "sha256": result.sha256, "backup": result}
+
+
+def _backup_lock(config: Mapping) -> FileLock:
+    return backup_lock(Path(config["DATABASE_PATH"]))
+
+
+TASKS: dict[str, Task] = {
+    "backup_db": Task(
+        id="backup_db",
+        title="Database backup",
+        job_ref="app.tasks:scheduled_backup_job",
+        lock=_backup_lock,
+        body=_backup_db,
+    ),
+}
+
+
+def scheduled_backup_job() -> None:
+    """APScheduler's entry point for ``backup_db`` (stored by name: never rename)."""
+    from app.services.scheduler import run_scheduled_task
+
+    run_scheduled_task("backup_db")
+
+
+def claim_task(
+    config: Mapping, db: Database, task_id: str, trigger: str, scheduled_for: datetime | None = None, wait: float = 0
+) -> tuple[JobRun, FileLock]:
+    """Take the task's lock (waiting up to ``wait`` s) and record a new running run.
+
+    Raises :class:`TaskBusy` when another run holds the lock. Runs left "running" by a
+    dead process are marked interrupted first: holding the lock proves none is alive.
+    """
+    task = TASKS[task_id]
+    lock = task.lock(config)
+    if not (lock.acquire(wait) if wait else lock.try_acquire()):
+        raise TaskBusy(runs.latest_run(db, task_id, status="running"))
+    try:
+        runs.mark_interrupted(db, task_id)
+        run = runs.start_run(db, task_id, trigger, scheduled_for)
+    except BaseException:
+        lock.release()
+        raise
+    return run, lock
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """A finished run, with the body's result on success or the error on failure."""
+
+    run: JobRun
+    result: dict | None = None
+    error: BackupError | None = None
+
+
+def complete_task(config: Mapping, db: Database, run: JobRun, lock: FileLock) -> RunOutcome:
+    """Carry out a claimed run, record its outcome, and release the lock.
+
+    Never raises for a task failure: the failure is recorded in the run and returned.
+    """
+    task = TASKS[run.task]
+    try:
+        context = TaskContext(config, db, run.trigger, _progress_writer(db, run.id))
+        try:
+            result = task.body(context)
+        except BackupError as exc:
+            log.warning("%s run %d failed: %s", task.id, run.id, exc)
+            return RunOutcome(runs.finish_run(db, run.id, "failed", error=str(exc)), error=exc)
+        except Exception as exc:
+            log.exception("%s run %d crashed", task.id, run.id)
+            error = BackupError(f"Unexpected error: {exc}")
+            return RunOutcome(runs.finish_run(db, run.id, "failed", error=str(error)), error=error)
+        return RunOutcome(runs.finish_run(db, run.id, "success", **result), result=result)
+    finally:
+        lock.release()
+
+
+def _progress_writer(db: Database, run_id: int) -> Callable[[str, int | None], None]:
+    """A progress callback that writes at most twice a second, and on every phase change."""
+    last = {"phase": None, "at": 0.0}
+
+    def report(phase: str, percent: int | None) -> None:
+        now = time.monotonic()
+        if phase == last["phase"] and now - last["at"] < PROGRESS_INTERVAL_SECONDS:
+            return
+        last.update(phase=phase, at=now)
+        runs.report_progress(db, run_id, phase, percent)
+
+    return report

@@ -1,0 +1,108 @@
+"""Cross-cutting web helpers: full page or partial, security headers, template filters."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
+
+from flask import Flask, current_app, render_template, request
+
+CONTENT_SECURITY_POLICY = "; ".join(
+    [
+        "default-src 'self'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "img-src 'self' data:",
+        "connect-src 'self'",
+        "object-src 'none'",
+        "base-uri 'none'",
+        "form-action 'self'",
+        "frame-ancestors 'none'",
+    ]
+)
+
+
+def is_htmx() -> bool:
+    """True when htmx made the request (it wants a fragment, not a page)."""
+    return request.headers.get("HX-Request") == "true" and request.headers.get("HX-History-Restore-Request") != "true"
+
+
+def render_page_or_partial(page: str, partial: str, status: int = 200, **context):
+    """Render ``partial`` alone for htmx, else the full ``page`` that includes it."""
+    template = partial if is_htmx() else page
+    return render_template(template, **context), status
+
+
+def local_time(value: datetime | None, with_zone: bool = True) -> str:
+    """``2026-11-28 03:15 CET`` in the scheduler's zone; '-' for None."""
+    if value is None:
+        return "-"
+    zone = ZoneInfo(current_app.config["SCHEDULER_TIMEZONE"])
+    moment = value.astimezone(zone)
+    text = moment.strftime("%Y-%m-%d %H:%M:%S" if moment.second else "%Y-%m-%d %H:%M")
+    return f"{text} {moment.tzname()}" if with_zone else text
+
+
+def relative_time(value: datetime | None, now: datetime | None = None) -> str:
+    """``in 3 h 12 min`` / ``5 min ago`` / ``now``."""
+    if value is None:
+        return ""
+    now = now or datetime.now(UTC)
+    seconds = round((value - now).total_seconds())
+    future = seconds > 0
+    seconds = abs(seconds)
+    if seconds < 45:
+        return "in a few seconds" if future else "just now"
+    minutes = round(seconds / 60)
+    days, minutes = divmod(minutes, 24 * 60)
+    hours, minutes = divmod(minutes, 60)
+    parts = [f"{days} d"] if days else []
+    if hours:
+        parts.append(f"{hours} h")
+    if minutes and not days:
+        parts.append(f"{minutes} min")
+    text = " ".join(parts) or "1 min"
+    return f"in {text}" if future else f"{text} ago"
+
+
+def file_size(value: int | None) -> str:
+    """Human-readable bytes (1 KB = 1000 B)."""
+    if value is None:
+        return "-"
+    size = float(value)
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{size:.1f} TB"
+
+
+def duration(seconds: float | None) -> str:
+    """``850 ms`` / ``12.4 s`` / ``3 min 5 s``."""
+    if seconds is None:
+        return "-"
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes} min {rest} s"
+
+
+def init_app(app: Flask) -> None:
+    """Register filters and the headers every answer carries."""
+    app.jinja_env.add_extension("jinja2.ext.do")
+    app.add_template_filter(local_time, "local_time")
+    app.add_template_filter(relative_time, "relative_time")
+    app.add_template_filter(file_size, "file_size")
+    app.add_template_filter(duration, "duration")
+
+    @app.after_request
+    def security_headers(response):
+        response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "same-origin")
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        if request.endpoint != "static":
+            response.headers.setdefault("Cache-Control", "no-store")
+        return response
