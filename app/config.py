@@ -76,7 +76,9 @@ def _sqlite_path(url: str) -> Path:
     try:
         parsed = make_url(url)
     except ArgumentError as exc:
-        raise ConfigError(f"DATABASE_URL is not a valid URL ({exc}).") from None
+        raise ConfigError(
+            f"DATABASE_URL must be a URL to a SQLite file, e.g. sqlite:////var/lib/app/app.db (got {url!r}: {exc})."
+        ) from None
     if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
         raise ConfigError(
             "DATABASE_URL must point to a SQLite file, e.g. sqlite:////var/lib/app/app.db "

@@ -41,6 +41,7 @@ class Database:
         mode (SQLITE_BUSY_SNAPSHOT fails at once), so every read-modify-write uses this.
         """
         with self._writer_sessions() as session, session.begin():
+            session.connection()  # emit BEGIN IMMEDIATE now, not at the first statement
             yield session
 
     @contextmanager

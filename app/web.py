@@ -38,7 +38,7 @@ def local_time(value: datetime | None, with_zone: bool = True) -> str:
     if value is None:
         return "-"
     zone = ZoneInfo(current_app.config["SCHEDULER_TIMEZONE"])
-    moment = value.astimezone(zone)
+    moment = value.astimezone(UTC).astimezone(zone)  # via UTC: normalises non-existent wall times
     text = moment.strftime("%Y-%m-%d %H:%M:%S" if moment.second else "%Y-%m-%d %H:%M")
     return f"{text} {moment.tzname()}" if with_zone else text
 

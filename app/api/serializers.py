@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 from app.models import JobRun
@@ -12,7 +12,7 @@ from app.services.status import SchedulerHealth, TaskStatus
 
 def iso(value: datetime | None, timezone: str) -> str | None:
     """ISO 8601 in the scheduler's zone, with its offset."""
-    return None if value is None else value.astimezone(ZoneInfo(timezone)).isoformat()
+    return None if value is None else value.astimezone(UTC).astimezone(ZoneInfo(timezone)).isoformat()
 
 
 def run_json(run: JobRun | None, timezone: str) -> dict | None:

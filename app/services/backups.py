@@ -26,7 +26,8 @@ from app.services.locks import FileLock
 log = logging.getLogger(__name__)
 
 KINDS = ("manual", "auto")
-BACKUP_NAME = re.compile(r"^backup-(\d{8}T\d{6}\.\d{6}Z)-(manual|auto)\.sqlite3$")
+# \Z, not $: "$" also matches before a trailing newline, admitting foreign names.
+BACKUP_NAME = re.compile(r"^backup-(\d{8}T\d{6}\.\d{6}Z)-(manual|auto)\.sqlite3\Z")
 TEMP_PREFIX = ".backup-"
 TEMP_SUFFIX = ".tmp"
 TIMESTAMP_FORMAT = "%Y%m%dT%H%M%S.%fZ"

@@ -22,6 +22,7 @@ from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.schedulers.base import STATE_STOPPED
 from sqlalchemy import column, select, table
 
 from app.db import Database
@@ -75,6 +76,20 @@ class _LeaderExecutor(ThreadPoolExecutor):
     def __init__(self, max_workers: int = 4) -> None:
         super().__init__(max_workers)
         self._pool = _RunTimesPool(self._pool)
+
+
+class LeaderScheduler(BackgroundScheduler):
+    """A BackgroundScheduler that does nothing once shut down.
+
+    APScheduler 3's loop runs ``_process_jobs`` once more after ``shutdown()`` wakes it:
+    a job due at that moment is "submitted" to the stopped executor (an error) and its
+    next run time is advanced in the store, so that run would be lost for the next leader.
+    """
+
+    def _process_jobs(self):
+        if self.state == STATE_STOPPED:
+            return None
+        return super()._process_jobs()
 
 
 class SchedulerService:
@@ -134,7 +149,7 @@ class SchedulerService:
     def _take_over(self) -> None:
         global _leader
         log.info("process %d is the scheduler leader", os.getpid())
-        scheduler = BackgroundScheduler(
+        scheduler = LeaderScheduler(
             jobstores={"default": SQLAlchemyJobStore(engine=self.db.engine, tablename=JOBS_TABLE)},
             executors={"default": _LeaderExecutor()},
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": self.misfire_grace},

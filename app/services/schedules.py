@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 from apscheduler.triggers.base import BaseTrigger
@@ -175,7 +175,11 @@ def describe(schedule: Schedule) -> str:
 
 
 def next_fire_times(trigger: BaseTrigger | None, count: int, now: datetime) -> list[datetime]:
-    """The next ``count`` fire times of ``trigger`` after ``now`` (aware datetimes)."""
+    """The next ``count`` fire times of ``trigger`` after ``now``, in UTC.
+
+    APScheduler can return a wall time that does not exist (02:30 on the spring DST day,
+    meaning 03:30); converting to UTC normalises it, and later conversions show it right.
+    """
     times: list[datetime] = []
     previous = None
     moment = now
@@ -183,7 +187,7 @@ def next_fire_times(trigger: BaseTrigger | None, count: int, now: datetime) -> l
         upcoming = trigger.get_next_fire_time(previous, moment)
         if upcoming is None:
             break
-        times.append(upcoming)
+        times.append(upcoming.astimezone(UTC))
         previous = upcoming
         moment = upcoming
     return times

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from app.db import Database
 from app.models import JobRun, SchedulerState, utcnow
 from app.services import runs
 from app.services.scheduler import heartbeat_is_fresh, load_schedule, read_leader_state, read_next_run
-from app.services.schedules import Schedule, ScheduleError, build_trigger, describe
+from app.services.schedules import Schedule, ScheduleError, build_trigger, describe, next_fire_times
 
 UPCOMING_COUNT = 5
 
@@ -66,17 +66,15 @@ def task_status(config: Mapping, db: Database, task_id: str) -> TaskStatus:
     if trigger is None:
         next_run = None
     elif pending:
-        next_run = trigger.get_next_fire_time(None, now)  # what the leader is about to apply
+        next_run = next(iter(next_fire_times(trigger, 1, now)), None)  # what the leader is about to apply
     else:
         next_run = read_next_run(db, task_id)
-    upcoming = []
-    if next_run is not None:
-        upcoming.append(next_run)
-        while len(upcoming) < UPCOMING_COUNT:
-            following = trigger.get_next_fire_time(upcoming[-1], upcoming[-1])
-            if following is None or following <= upcoming[-1]:
-                break
-            upcoming.append(following)
+    upcoming = [next_run] if next_run is not None else []
+    while upcoming and len(upcoming) < UPCOMING_COUNT:
+        following = trigger.get_next_fire_time(upcoming[-1], upcoming[-1])
+        if following is None or following <= upcoming[-1]:
+            break
+        upcoming.append(following.astimezone(UTC))
     running = runs.latest_run(db, task_id, status="running")
     if running is not None and not runs.is_alive(running):
         running = None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from werkzeug.datastructures import MultiDict
-from wtforms import Form, SelectField, SelectMultipleField, StringField, ValidationError
+from wtforms import Form, SelectChoice, SelectField, SelectMultipleField, StringField, ValidationError
 from wtforms.widgets import CheckboxInput, ListWidget
 
 from app.services.schedules import (
@@ -26,6 +26,7 @@ MODE_FIELDS = {
 }
 JSON_TYPES = {"mode": str, "time": str, "cron": str, "every_hours": int, "weekdays": list}
 MAX_TEXT = 200
+REQUIRED = "This field is required."
 
 
 class CheckboxListField(SelectMultipleField):
@@ -38,19 +39,29 @@ class CheckboxListField(SelectMultipleField):
 class ScheduleForm(Form):
     """A task's schedule; only the chosen strategy's fields are read and required."""
 
-    mode = SelectField("Strategy", choices=list(MODES.items()), default="disabled")
+    mode = SelectField("Strategy", choices=[SelectChoice(v, label) for v, label in MODES.items()], default="disabled")
     time = StringField("Time of day", default="02:00")
-    weekdays = CheckboxListField("Weekdays", choices=list(WEEKDAYS.items()))
+    weekdays = CheckboxListField("Weekdays", choices=[SelectChoice(v, label) for v, label in WEEKDAYS.items()])
     cron = StringField("Cron expression")
     every_hours = StringField("Every N hours", default="24")
 
     def validate(self, extra_validators=None) -> bool:
         """Validate the strategy, then only the fields that strategy uses."""
+        if not self.mode.raw_data:
+            self.mode.errors = [REQUIRED]
+            return False
         if not self.mode.validate(self):
             self.mode.errors[:] = ["Choose one of: " + ", ".join(MODES.values()) + "."]
             return False
         valid = True
         for name in MODE_FIELDS[self.mode.data]:
+            # A field that was not sent would keep its default (02:00, every 24 hours) and
+            # save a schedule nobody chose. Unchecked weekday boxes send nothing: their own
+            # rule says "choose at least one".
+            if name != "weekdays" and not self[name].raw_data:
+                self[name].errors = [REQUIRED]
+                valid = False
+                continue
             inline = getattr(type(self), f"validate_{name}")
             valid = self[name].validate(self, [inline]) and valid
         return valid

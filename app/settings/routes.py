@@ -15,7 +15,7 @@ from app.services.schedules import Schedule, ScheduleError, build_trigger, descr
 from app.services.status import task_status
 from app.settings.forms import ScheduleForm
 from app.tasks import TaskBusy, claim_task, complete_task
-from app.web import is_htmx, render_page_or_partial
+from app.web import is_htmx
 
 bp = Blueprint("settings", __name__, url_prefix="/settings")
 
@@ -48,6 +48,14 @@ def _page_context(**overrides) -> dict:
     return context
 
 
+def _page_or_partial(partial: str, **overrides):
+    """htmx: the region alone; plain browser: the full page that includes it."""
+    # Not app.web.render_page_or_partial: its HTTP ``status`` parameter would swallow the
+    # page context's ``status`` (the task status) and leave the templates without it.
+    template = partial if is_htmx() else "settings/index.html"
+    return render_template(template, **_page_context(**overrides))
+
+
 def _respond(partial: str, status: int = 200, message: tuple[str, str] | None = None, event: str | None = None, **ctx):
     """htmx: the partial plus a toast; plain browser: flash and redirect (or re-render on error)."""
     if is_htmx():
@@ -73,7 +81,7 @@ def index():
 @bp.get("/backups")
 def backups():
     """The "Database backup" block alone (refreshed after a backup or delete)."""
-    return render_page_or_partial("settings/index.html", "settings/_backups.html", **_page_context())
+    return _page_or_partial("settings/_backups.html")
 
 
 @bp.post("/backups")
@@ -128,9 +136,7 @@ def schedule_fields():
     form = ScheduleForm(request.args)
     if form.mode.data not in ("disabled", "daily", "weekly", "cron", "interval"):
         form.mode.data = "disabled"
-    return render_page_or_partial(
-        "settings/index.html", "settings/_schedule_fields.html", **_page_context(form=form, preview=_preview(form))
-    )
+    return _page_or_partial("settings/_schedule_fields.html", form=form, preview=_preview(form))
 
 
 @bp.get("/schedule/preview")
@@ -161,13 +167,13 @@ def save_schedule_form():
 @bp.get("/schedule/status")
 def schedule_status():
     """The polled status region."""
-    return render_page_or_partial("settings/index.html", "settings/_schedule_status.html", **_page_context())
+    return _page_or_partial("settings/_schedule_status.html")
 
 
 @bp.get("/schedule/history")
 def schedule_history():
     """The run history table."""
-    return render_page_or_partial("settings/index.html", "settings/_schedule_history.html", **_page_context())
+    return _page_or_partial("settings/_schedule_history.html")
 
 
 @bp.post("/schedule/run")

@@ -1,0 +1,241 @@
+"""The scheduler service in one process: leader election, reconcile, catch-up, missed runs.
+
+Several SchedulerService instances on one database behave like several workers: each
+opens its own lock file description, so ``flock`` lets only one of them lead.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+from sqlalchemy import select
+
+from app.models import JobRun, ScheduleConfig, SchedulerState, utcnow
+from app.services import runs
+from app.services.backups import list_backups
+from app.services.scheduler import (
+    FOLLOWER_RETRY_SECONDS,
+    JOBS_TABLE,
+    LeaderScheduler,
+    SchedulerService,
+    read_next_run,
+    save_schedule,
+)
+from app.services.schedules import Schedule
+from app.services.status import task_status
+
+TASK = "backup_db"
+
+
+def wait_for(predicate, timeout: float, interval: float = 0.1):
+    """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout} s")
+
+
+@pytest.fixture
+def services(app):
+    """Make extra SchedulerService instances on the app's database ("other workers")."""
+    made = []
+
+    def factory(**config):
+        service = SchedulerService({**app.config, **config}, app.extensions["db"])
+        made.append(service)
+        return service
+
+    yield factory
+    for service in made:
+        service.stop()
+
+
+def set_next_run_time(db, job_id: str, when) -> None:
+    """Move a stored job's next fire time, as if the app had been down since ``when``."""
+    scheduler = LeaderScheduler(jobstores={"default": SQLAlchemyJobStore(engine=db.engine, tablename=JOBS_TABLE)})
+    scheduler.start(paused=True)
+    try:
+        scheduler.modify_job(job_id, next_run_time=when)
+    finally:
+        scheduler.shutdown(wait=False)
+
+
+def all_runs(db) -> list[JobRun]:
+    with db.session() as session:
+        return list(session.scalars(select(JobRun).order_by(JobRun.id)))
+
+
+def test_only_one_service_leads_and_another_takes_over_when_it_stops(services):
+    first, second = services(), services()
+    first.start()
+    wait_for(lambda: first.is_leader, 5)
+    second.start()
+    time.sleep(FOLLOWER_RETRY_SECONDS + 0.5)
+    assert not second.is_leader
+
+    first.stop()
+    wait_for(lambda: second.is_leader, FOLLOWER_RETRY_SECONDS + 2)
+    assert not first.is_leader
+
+
+def test_leader_lock_is_freed_when_the_leading_process_is_killed(app, services):
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import fcntl, sys, time; f = open(sys.argv[1], 'a'); fcntl.flock(f, fcntl.LOCK_EX);"
+            " print('locked', flush=True); time.sleep(60)",
+            app.config["DATABASE_PATH"] + ".scheduler.lock",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        service = services()
+        service.start()
+        time.sleep(1)
+        assert not service.is_leader
+        holder.kill()
+        holder.wait()
+        wait_for(lambda: service.is_leader, FOLLOWER_RETRY_SECONDS + 2)
+    finally:
+        holder.kill()
+
+
+def test_disabled_scheduler_never_starts(services):
+    service = services(SCHEDULER_ENABLED=False)
+    assert service.start() is False
+    time.sleep(0.5)
+    assert not service.is_leader
+
+
+def test_schedule_saved_anywhere_is_applied_by_the_leader_within_two_seconds(db, services):
+    leader = services()
+    leader.start()
+    wait_for(lambda: leader.is_leader, 5)
+    assert read_next_run(db, TASK) is None
+
+    save_schedule(db, TASK, Schedule("daily", time="03:15"))
+    started = time.monotonic()
+    next_run = wait_for(lambda: read_next_run(db, TASK), 3, interval=0.05)
+    assert time.monotonic() - started < 2.5
+    local = next_run.astimezone(leader_zone(leader))
+    assert (local.hour, local.minute) == (3, 15)
+    with db.session() as session:
+        row = session.get(ScheduleConfig, TASK)
+        assert row.applied_version == row.version
+
+    save_schedule(db, TASK, Schedule("disabled"))
+    wait_for(lambda: read_next_run(db, TASK) is None and not job_stored(db), 3)
+
+
+def leader_zone(service):
+    return ZoneInfo(service.timezone)
+
+
+def job_stored(db) -> bool:
+    from app.services.scheduler import stored_jobs
+
+    return any(job_id == TASK for job_id, _ in stored_jobs(db))
+
+
+def test_restart_keeps_interval_timing_and_saving_the_same_schedule_changes_nothing(db, services):
+    first = services()
+    save_schedule(db, TASK, Schedule("interval", every_hours=6))
+    first.start()
+    before = wait_for(lambda: read_next_run(db, TASK), 5)
+    first.stop()
+
+    time.sleep(1.2)  # a re-added interval job would start counting again from now
+    second = services()
+    second.start()
+    wait_for(lambda: second.is_leader, 5)
+    time.sleep(1.5)
+    assert read_next_run(db, TASK) == before
+
+    with db.session() as session:
+        version = session.get(ScheduleConfig, TASK).version
+    save_schedule(db, TASK, Schedule("interval", every_hours=6))
+    time.sleep(1.5)
+    with db.session() as session:
+        assert session.get(ScheduleConfig, TASK).version == version
+    assert read_next_run(db, TASK) == before
+
+
+def test_fire_time_missed_while_down_runs_once_as_catch_up(app, db, services):
+    save_schedule(db, TASK, Schedule("cron", cron="* * * * *"))
+    first = services()
+    first.start()
+    wait_for(lambda: read_next_run(db, TASK), 5)
+    first.stop()
+    # Down for three minutes: three fire times passed; coalescing makes them one run.
+    missed_since = (utcnow() - timedelta(minutes=3)).replace(second=0, microsecond=0)
+    set_next_run_time(db, TASK, missed_since)
+
+    second = services()
+    second.start()
+    run = wait_for(lambda: runs.latest_run(db, TASK, status="success"), 10)
+    time.sleep(1)
+    finished = [r for r in all_runs(db) if r.status != "running"]
+    assert [r.trigger for r in finished] == ["catch-up"]
+    assert run.scheduled_for > missed_since  # the latest missed fire time, not the first
+    assert run.scheduled_for < second.leader_started_at
+    assert os.path.exists(os.path.join(app.config["BACKUPS_DIR"], run.file))
+    assert read_next_run(db, TASK) > utcnow()
+
+
+def test_fire_time_missed_beyond_the_grace_is_recorded_not_silently_dropped(app, db, services):
+    # A daily run due five minutes ago, while the app was down; the grace is 30 s.
+    due = (utcnow() - timedelta(minutes=5)).replace(second=0, microsecond=0)
+    local_due = due.astimezone(ZoneInfo(app.config["SCHEDULER_TIMEZONE"]))
+    save_schedule(db, TASK, Schedule("daily", time=local_due.strftime("%H:%M")))
+    first = services(SCHEDULER_MISFIRE_GRACE_SECONDS=30)
+    first.start()
+    wait_for(lambda: read_next_run(db, TASK), 5)
+    first.stop()
+    set_next_run_time(db, TASK, due)
+
+    second = services(SCHEDULER_MISFIRE_GRACE_SECONDS=30)
+    second.start()
+    missed = wait_for(lambda: runs.latest_run(db, TASK, status="missed"), 10)
+    assert "catch-up window" in missed.error
+    assert missed.scheduled_for == due
+    assert runs.latest_run(db, TASK, status="success") is None
+    assert list_backups(Path(app.config["BACKUPS_DIR"])) == []
+    assert read_next_run(db, TASK) > utcnow() + timedelta(hours=23)
+
+
+def test_run_left_running_by_a_dead_process_becomes_interrupted_at_leader_start(db, services):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    with db.writer() as session:
+        session.add(JobRun(task=TASK, trigger="scheduled", status="running", pid=dead.pid, phase="copying"))
+    leader = services()
+    leader.start()
+    wait_for(lambda: leader.is_leader, 5)
+    run = wait_for(lambda: runs.latest_run(db, TASK, status="interrupted"), 5)
+    assert run.finished_at is not None
+    assert runs.latest_run(db, TASK, status="running") is None
+
+
+def test_status_reports_the_scheduler_down_when_the_heartbeat_is_stale(app, db, services):
+    leader = services()
+    leader.start()
+    wait_for(lambda: task_status(app.config, db, TASK).health.running, 5)
+    leader.stop()
+    with db.writer() as session:
+        session.get(SchedulerState, 1).heartbeat_at = utcnow() - timedelta(seconds=60)
+    health = task_status(app.config, db, TASK).health
+    assert health.enabled and not health.running
