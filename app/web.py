@@ -27,10 +27,10 @@ def is_htmx() -> bool:
     return request.headers.get("HX-Request") == "true" and request.headers.get("HX-History-Restore-Request") != "true"
 
 
-def render_page_or_partial(page: str, partial: str, status: int = 200, **context):
+def render_page_or_partial(page: str, partial: str, status_code: int = 200, **context):
     """Render ``partial`` alone for htmx, else the full ``page`` that includes it."""
     template = partial if is_htmx() else page
-    return render_template(template, **context), status
+    return render_template(template, **context), status_code
 
 
 def local_time(value: datetime | None, with_zone: bool = True) -> str:

@@ -6,6 +6,7 @@ import sqlite3
 from pathlib import Path
 
 from flask import Blueprint, abort, current_app, jsonify, request
+from werkzeug.exceptions import HTTPException
 
 from app.api.serializers import backup_json, health_json, iso, job_json, run_json
 from app.extensions import get_db
@@ -36,9 +37,17 @@ def not_found(_error):
     return jsonify(error="Not found."), 404
 
 
-@bp.errorhandler(405)
-def method_not_allowed(_error):
-    return jsonify(error="Method not allowed."), 405
+@bp.app_errorhandler(HTTPException)
+def errors_as_json(error: HTTPException):
+    """JSON for every HTTP error under /api/v1, also those raised before a view is chosen.
+
+    A wrong method, an unknown URL or a body over MAX_CONTENT_LENGTH fail during routing,
+    where blueprint handlers are never consulted; other paths keep Flask's own answer.
+    """
+    if error.code is None or error.code < 400 or not request.path.startswith(f"{bp.url_prefix}/"):
+        return error
+    headers = [(name, value) for name, value in error.get_headers() if name.lower() != "content-type"]
+    return jsonify(error=error.description), error.code, headers
 
 
 def _require_scheduler() -> None:

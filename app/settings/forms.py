@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from werkzeug.datastructures import MultiDict
 from wtforms import Form, SelectChoice, SelectField, SelectMultipleField, StringField, ValidationError
 from wtforms.widgets import CheckboxInput, ListWidget
@@ -27,6 +29,7 @@ MODE_FIELDS = {
 JSON_TYPES = {"mode": str, "time": str, "cron": str, "every_hours": int, "weekdays": list}
 MAX_TEXT = 200
 REQUIRED = "This field is required."
+NEVER_RUNS = "This expression matches no date (e.g. 31 February): no backup would ever run."
 
 
 class CheckboxListField(SelectMultipleField):
@@ -83,14 +86,17 @@ class ScheduleForm(Form):
         if len(text) > MAX_TEXT:
             raise ValidationError(f"A cron expression is at most {MAX_TEXT} characters.")
         try:
-            build_trigger(Schedule("cron", cron=text), "UTC")
+            trigger = build_trigger(Schedule("cron", cron=text), "UTC")
         except ScheduleError as exc:
             raise ValidationError(str(exc)) from None
+        if trigger.get_next_fire_time(None, datetime.now(UTC)) is None:
+            raise ValidationError(NEVER_RUNS)
 
     def validate_every_hours(self, field) -> None:
         message = f"Enter a whole number of hours from {MIN_HOURS} to {MAX_HOURS}."
         text = str(field.data if field.data is not None else "").strip()
-        if not text.isdigit() or not MIN_HOURS <= int(text) <= MAX_HOURS:
+        # isdecimal, not isdigit: "²" is a digit that int() refuses.
+        if not text.isdecimal() or not MIN_HOURS <= int(text) <= MAX_HOURS:
             raise ValidationError(message)
 
     def active_fields(self) -> tuple[str, ...]:
@@ -100,12 +106,15 @@ class ScheduleForm(Form):
     def schedule(self) -> Schedule:
         """The validated schedule, with other strategies' fields dropped."""
         every_hours = str(self.every_hours.data or "").strip()
+        time = (self.time.data or "").strip() or None
+        if self.mode.data in ("daily", "weekly"):
+            time = "{:02d}:{:02d}".format(*parse_time_of_day(time))  # "2:05" is stored as "02:05"
         return Schedule(
             mode=self.mode.data,
-            time=(self.time.data or "").strip() or None,
+            time=time,
             weekdays=tuple(self.weekdays.data or ()),
             cron=(self.cron.data or "").strip() or None,
-            every_hours=int(every_hours) if every_hours.isdigit() else None,
+            every_hours=int(every_hours) if every_hours.isdecimal() else None,
         ).normalized()
 
     @classmethod

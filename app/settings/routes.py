@@ -13,9 +13,9 @@ from app.services.backups import BackupError, delete_backup, list_backups, resol
 from app.services.scheduler import load_schedule, save_schedule
 from app.services.schedules import Schedule, ScheduleError, build_trigger, describe, next_fire_times
 from app.services.status import task_status
-from app.settings.forms import ScheduleForm
+from app.settings.forms import NEVER_RUNS, ScheduleForm
 from app.tasks import TaskBusy, claim_task, complete_task
-from app.web import is_htmx
+from app.web import is_htmx, render_page_or_partial
 
 bp = Blueprint("settings", __name__, url_prefix="/settings")
 
@@ -50,10 +50,7 @@ def _page_context(**overrides) -> dict:
 
 def _page_or_partial(partial: str, **overrides):
     """htmx: the region alone; plain browser: the full page that includes it."""
-    # Not app.web.render_page_or_partial: its HTTP ``status`` parameter would swallow the
-    # page context's ``status`` (the task status) and leave the templates without it.
-    template = partial if is_htmx() else "settings/index.html"
-    return render_template(template, **_page_context(**overrides))
+    return render_page_or_partial("settings/index.html", partial, **_page_context(**overrides))
 
 
 def _respond(partial: str, status: int = 200, message: tuple[str, str] | None = None, event: str | None = None, **ctx):
@@ -217,4 +214,7 @@ def _preview(form: ScheduleForm) -> dict | None:
         return {"error": str(exc), "description": None, "upcoming": []}
     from app.models import utcnow
 
-    return {"error": None, "description": describe(schedule), "upcoming": next_fire_times(trigger, 5, utcnow())}
+    upcoming = next_fire_times(trigger, 5, utcnow())
+    if not upcoming:
+        return {"error": NEVER_RUNS, "description": None, "upcoming": []}
+    return {"error": None, "description": describe(schedule), "upcoming": upcoming}
