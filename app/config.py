@@ -33,6 +33,13 @@ class Settings:
     misfire_grace_seconds: int
     backup_keep_last: int
     backup_busy_timeout_seconds: float
+    admin_password_hash: str | None = None
+    api_token: str | None = None
+
+    @property
+    def auth_enabled(self) -> bool:
+        """Whether pages and API need a login or a bearer token."""
+        return self.admin_password_hash is not None
 
     def as_flask_config(self) -> dict:
         """The settings as Flask config keys (upper-case names)."""
@@ -47,6 +54,9 @@ class Settings:
             "SCHEDULER_MISFIRE_GRACE_SECONDS": self.misfire_grace_seconds,
             "BACKUP_KEEP_LAST": self.backup_keep_last,
             "BACKUP_BUSY_TIMEOUT_SECONDS": self.backup_busy_timeout_seconds,
+            "ADMIN_PASSWORD_HASH": self.admin_password_hash,
+            "API_TOKEN": self.api_token,
+            "AUTH_ENABLED": self.auth_enabled,
         }
 
 
@@ -69,7 +79,46 @@ def load_settings(env: dict[str, str], default_instance_path: Path) -> Settings:
         ),
         backup_keep_last=_integer(env, "BACKUP_KEEP_LAST", default=14, low=1, high=10_000),
         backup_busy_timeout_seconds=float(_integer(env, "BACKUP_BUSY_TIMEOUT_SECONDS", default=30, low=1, high=3600)),
+        admin_password_hash=_password_hash(env),
+        api_token=_api_token(env),
     )
+
+
+MIN_PASSWORD_LENGTH = 8
+MIN_TOKEN_LENGTH = 20
+
+
+def _password_hash(env: dict[str, str]) -> str | None:
+    """ADMIN_PASSWORD_HASH (werkzeug format) or a hash of ADMIN_PASSWORD; None when neither is set."""
+    from werkzeug.security import generate_password_hash
+
+    stored = env.get("ADMIN_PASSWORD_HASH", "").strip()
+    plain = env.get("ADMIN_PASSWORD", "")
+    if stored and plain:
+        raise ConfigError("Set ADMIN_PASSWORD or ADMIN_PASSWORD_HASH, not both.")
+    if stored:
+        if not stored.startswith(("scrypt:", "pbkdf2:")):
+            raise ConfigError(
+                "ADMIN_PASSWORD_HASH must be a werkzeug password hash (scrypt:... or pbkdf2:...); make one with: "
+                "python -c 'from werkzeug.security import generate_password_hash as g; print(g(input()))'"
+            )
+        return stored
+    if plain:
+        if len(plain) < MIN_PASSWORD_LENGTH:
+            raise ConfigError(f"ADMIN_PASSWORD must be at least {MIN_PASSWORD_LENGTH} characters long.")
+        return generate_password_hash(plain)
+    return None
+
+
+def _api_token(env: dict[str, str]) -> str | None:
+    token = env.get("API_TOKEN", "").strip()
+    if not token:
+        return None
+    if len(token) < MIN_TOKEN_LENGTH:
+        raise ConfigError(f"API_TOKEN must be at least {MIN_TOKEN_LENGTH} characters long (use a random string).")
+    if not (env.get("ADMIN_PASSWORD") or env.get("ADMIN_PASSWORD_HASH")):
+        raise ConfigError("API_TOKEN needs ADMIN_PASSWORD or ADMIN_PASSWORD_HASH: without them nothing is protected.")
+    return token
 
 
 def _sqlite_path(url: str) -> Path:
