@@ -1,8 +1,35 @@
 """gunicorn settings for ``make run``; each can be overridden on the command line."""
 
+import ipaddress
 import os
+import sys
+from pathlib import Path
 
-bind = os.environ.get("BIND", "127.0.0.1:8000")
+from dotenv import dotenv_values
+
+
+def _bind() -> str:
+    """BIND, but only loopback while no ADMIN_PASSWORD protects the app."""
+    env = {**dotenv_values(Path(__file__).with_name(".env")), **os.environ}
+    bind = env.get("BIND") or "127.0.0.1:8000"
+    host, _, port = bind.rpartition(":")
+    host = host.strip("[]")
+    if env.get("ADMIN_PASSWORD") or env.get("ADMIN_PASSWORD_HASH"):
+        return bind
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        sys.stderr.write(
+            f"No ADMIN_PASSWORD is set: listening on 127.0.0.1:{port} instead of {bind}. "
+            "Set ADMIN_PASSWORD to serve other machines.\n"
+        )
+        return f"127.0.0.1:{port}"
+    return bind
+
+
+bind = _bind()
 workers = int(os.environ.get("WEB_WORKERS", "2"))
 # Threads, so a long synchronous "Backup DB now" never blocks the status polls.
 worker_class = "gthread"

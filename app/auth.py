@@ -9,6 +9,7 @@ only listens on 127.0.0.1 (``gunicorn.conf.py``) and the page says so.
 from __future__ import annotations
 
 import hmac
+import ipaddress
 from urllib.parse import urlsplit
 
 from flask import (
@@ -53,7 +54,12 @@ def bearer_token_valid() -> bool:
 def require_login():
     """Refuse anonymous requests when authentication is configured."""
     g.auth = None
-    if not current_app.config["AUTH_ENABLED"] or request.endpoint in PUBLIC_ENDPOINTS:
+    if not current_app.config["AUTH_ENABLED"]:
+        if not _is_loopback(request.remote_addr):
+            # Belt and braces for gunicorn.conf.py: unprotected, the app serves this machine only.
+            return "No password is set, so this server only answers requests from this machine.\n", 403
+        return None
+    if request.endpoint in PUBLIC_ENDPOINTS:
         return None
     if bearer_token_valid():
         g.auth = "token"
@@ -93,6 +99,13 @@ def logout():
     """End the session."""
     session.clear()
     return redirect(url_for("auth.login"))
+
+
+def _is_loopback(address: str | None) -> bool:
+    try:
+        return address is not None and ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
 
 
 def _safe_next(target: str | None) -> str:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from flask import Blueprint, abort, current_app, jsonify, request
+from flask import Blueprint, abort, current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from app.api.serializers import backup_json, health_json, iso, job_json, run_json
-from app.extensions import get_db
+from app.extensions import csrf, get_db
 from app.services import runs
 from app.services.backups import list_backups
 from app.services.scheduler import save_schedule, stored_jobs
@@ -25,10 +25,16 @@ BACKUP_TASK = "backup_db"
 
 
 @bp.before_request
-def refuse_cross_site():
-    """Browsers say where a request comes from; refuse other sites (no CSRF token here)."""
+def guard_browser_requests():
+    """Refuse other sites' requests; a call authenticated by the session cookie needs the CSRF token.
+
+    Browsers say where a request comes from (Sec-Fetch-Site). Calls with a bearer token
+    are not sent by browsers on their own, so they need no CSRF token.
+    """
     if request.headers.get("Sec-Fetch-Site", "same-origin") not in ("same-origin", "none"):
         return jsonify(error="Cross-site requests are not allowed."), 403
+    if g.get("auth") == "session" and request.method not in ("GET", "HEAD", "OPTIONS"):
+        csrf.protect()
     return None
 
 

@@ -27,43 +27,58 @@ def _backups_dir() -> Path:
     return Path(current_app.config["BACKUPS_DIR"])
 
 
-def _page_context(**overrides) -> dict:
-    """Everything the full Settings page shows; partial routes override their own part."""
+# What each region needs; a poll of the status region computes only the status.
+REGION_NEEDS = {
+    "settings/_backups.html": ("backups",),
+    "settings/_schedule_status.html": ("status",),
+    "settings/_schedule_history.html": ("history",),
+    "settings/_schedule_form.html": ("form",),
+    "settings/_schedule_fields.html": ("form",),
+}
+PAGE_NEEDS = ("backups", "form", "status", "history")
+
+
+def _context(needs: tuple[str, ...], **overrides) -> dict:
+    """The template context for ``needs``; values passed in ``overrides`` are not recomputed."""
     config = current_app.config
     db = get_db()
-    schedule, _ = load_schedule(db, BACKUP_TASK)
+    makers = {
+        "backups": lambda: list_backups(_backups_dir()),
+        "form": lambda: ScheduleForm.from_schedule(load_schedule(db, BACKUP_TASK)[0]),
+        "status": lambda: task_status(config, db, BACKUP_TASK),
+        "history": lambda: runs.recent_runs(db, BACKUP_TASK, HISTORY_LIMIT),
+    }
     context = {
-        "backups": list_backups(_backups_dir()),
         "backups_dir": config["BACKUPS_DIR"],
-        "form": ScheduleForm.from_schedule(schedule),
-        "status": task_status(config, db, BACKUP_TASK),
-        "history": runs.recent_runs(db, BACKUP_TASK, HISTORY_LIMIT),
         "scheduler_enabled": config["SCHEDULER_ENABLED"],
         "timezone": config["SCHEDULER_TIMEZONE"],
-        "preview": None,
+        **overrides,
     }
-    context.update(overrides)
-    if "preview" not in overrides:
+    for name in needs:
+        if name not in context:
+            context[name] = makers[name]()
+    if "form" in context and "preview" not in context:
         context["preview"] = _preview(context["form"])
     return context
 
 
 def _page_or_partial(partial: str, **overrides):
     """htmx: the region alone; plain browser: the full page that includes it."""
-    return render_page_or_partial("settings/index.html", partial, **_page_context(**overrides))
+    needs = REGION_NEEDS[partial] if is_htmx() else PAGE_NEEDS
+    return render_page_or_partial("settings/index.html", partial, **_context(needs, **overrides))
 
 
 def _respond(partial: str, status: int = 200, message: tuple[str, str] | None = None, event: str | None = None, **ctx):
     """htmx: the partial plus a toast; plain browser: flash and redirect (or re-render on error)."""
     if is_htmx():
-        body = render_template(partial, **_page_context(**ctx))
+        body = render_template(partial, **_context(REGION_NEEDS[partial], **ctx))
         body += render_template("_oob_toast.html", toast=message)
         response = current_app.response_class(body, status=status)
         if event:
             response.headers["HX-Trigger"] = event
         return response
     if status >= 400 and "form" in ctx:
-        return render_template("settings/index.html", toast=message, **_page_context(**ctx)), status
+        return render_template("settings/index.html", toast=message, **_context(PAGE_NEEDS, **ctx)), status
     if message:
         flash(message[1], message[0])
     return redirect(url_for("settings.index"))
@@ -72,7 +87,7 @@ def _respond(partial: str, status: int = 200, message: tuple[str, str] | None = 
 @bp.get("")
 def index():
     """The Settings page with its "Database backup" and "Schedule" blocks."""
-    return render_template("settings/index.html", **_page_context())
+    return render_template("settings/index.html", **_context(PAGE_NEEDS))
 
 
 @bp.get("/backups")
@@ -151,7 +166,7 @@ def save_schedule_form():
     form = ScheduleForm(request.form)
     if request.form.get("action") == "choose":
         # Without JavaScript, "Show fields for this strategy" re-renders; nothing is saved.
-        return render_template("settings/index.html", **_page_context(form=form))
+        return render_template("settings/index.html", **_context(PAGE_NEEDS, form=form))
     if not form.validate():
         message = ("error", "The schedule was not saved: correct the fields marked below.")
         return _respond("settings/_schedule_form.html", 422, message, form=form, preview=_preview(form))
