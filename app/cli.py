@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 from flask import Flask, current_app
+from flask.cli import AppGroup, with_appcontext
 from werkzeug.datastructures import MultiDict
 
 from app.api.serializers import backup_json, health_json, job_json, run_json
@@ -18,13 +19,13 @@ from app.services.scheduler import save_schedule
 from app.services.schedules import MODES
 from app.services.status import scheduler_health, task_status
 from app.settings.forms import ScheduleForm
-from app.tasks import TASKS, TaskBusy, claim_task, complete_task
+from app.tasks import TASKS, TaskBusy, run_task_now
 from app.web import file_size
 
 BACKUP_TASK = "backup_db"
 
-backup_cli = click.Group("backup", help="Make and list database backups.")
-scheduler_cli = click.Group("scheduler", help="Inspect and set schedules.")
+backup_cli = AppGroup("backup", help="Make and list database backups.")
+scheduler_cli = AppGroup("scheduler", help="Inspect and set schedules.")
 
 
 def _emit(data: dict) -> None:
@@ -35,13 +36,10 @@ def _emit(data: dict) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def backup_run(as_json: bool) -> None:
     """Take a verified manual backup now (waits for it)."""
-    config = current_app.config
-    db = get_db()
     try:
-        run, lock = claim_task(config, db, BACKUP_TASK, "manual")
+        outcome = run_task_now(current_app.config, get_db(), BACKUP_TASK)
     except TaskBusy:
         raise click.ClickException("A backup is already running.") from None
-    outcome = complete_task(config, db, run, lock)
     if outcome.error is not None:
         raise click.ClickException(f"Backup failed: {outcome.error}")
     backup = outcome.result["backup"]
@@ -119,6 +117,7 @@ def scheduler_set(mode: str, time_of_day: str | None, weekdays: str | None, cron
 
 
 @click.command("init-db")
+@with_appcontext
 def init_db() -> None:
     """Create the database tables (the app also does this on start) and say where things live."""
     config = current_app.config

@@ -9,6 +9,7 @@ silently dropped by APScheduler, so never rename an entry point without a migrat
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -139,6 +140,20 @@ def complete_task(config: Mapping, db: Database, run: JobRun, lock: FileLock) ->
         return RunOutcome(runs.finish_run(db, run.id, "success", **result), result=result)
     finally:
         lock.release()
+
+
+def run_task_now(config: Mapping, db: Database, task_id: str) -> RunOutcome:
+    """A manual run, carried out in this thread; raises :class:`TaskBusy` if one is running."""
+    run, lock = claim_task(config, db, task_id, "manual")
+    return complete_task(config, db, run, lock)
+
+
+def start_task_in_background(config: Mapping, db: Database, task_id: str) -> JobRun:
+    """A manual run claimed here (so a busy task is refused at once) and finished in a thread."""
+    run, lock = claim_task(config, db, task_id, "manual")
+    worker = threading.Thread(target=complete_task, args=(config, db, run, lock), name=f"run-{run.id}", daemon=True)
+    worker.start()
+    return run
 
 
 def _progress_writer(db: Database, run_id: int) -> Callable[[str, int | None], None]:

@@ -16,8 +16,7 @@ from app.services.scheduler import save_schedule, stored_jobs
 from app.services.schedules import Schedule
 from app.services.status import scheduler_health, task_status
 from app.settings.forms import ScheduleForm, formdata_from_json
-from app.settings.routes import start_background_run
-from app.tasks import TASKS, TaskBusy, claim_task, complete_task
+from app.tasks import TASKS, TaskBusy, run_task_now, start_task_in_background
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
@@ -68,16 +67,13 @@ def _timezone() -> str:
 @bp.post("/settings/backup-db")
 def backup_db():
     """A manual backup, synchronously: 200 with the backup, or an error with a fitting status."""
-    config = current_app.config
-    db = get_db()
     try:
-        run, lock = claim_task(config, db, BACKUP_TASK, "manual")
+        outcome = run_task_now(current_app.config, get_db(), BACKUP_TASK)
     except TaskBusy as busy:
         return jsonify(error="A backup is already running.", running=run_json(busy.running, _timezone())), 409
-    outcome = complete_task(config, db, run, lock)
     if outcome.error is not None:
         return jsonify(error=str(outcome.error), run=run_json(outcome.run, _timezone())), outcome.error.status_code
-    return jsonify(outcome.result["backup"].as_dict() | {"run_id": run.id}), 200
+    return jsonify(outcome.result["backup"].as_dict() | {"run_id": outcome.run.id}), 200
 
 
 @bp.get("/settings/backups")
@@ -132,7 +128,7 @@ def run_backup():
     """Start a backup in the background: 202 with the run, 409 while one runs."""
     _require_scheduler()
     try:
-        run = start_background_run(BACKUP_TASK)
+        run = start_task_in_background(current_app.config, get_db(), BACKUP_TASK)
     except TaskBusy as busy:
         return jsonify(error="A backup is already running.", running=run_json(busy.running, _timezone())), 409
     return jsonify(run=run_json(run, _timezone())), 202

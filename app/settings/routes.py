@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, send_file, url_for
@@ -14,7 +13,7 @@ from app.services.scheduler import load_schedule, save_schedule
 from app.services.schedules import Schedule, ScheduleError, build_trigger, describe, next_fire_times
 from app.services.status import task_status
 from app.settings.forms import NEVER_RUNS, ScheduleForm
-from app.tasks import TaskBusy, claim_task, complete_task
+from app.tasks import TaskBusy, run_task_now, start_task_in_background
 from app.web import is_htmx, render_page_or_partial
 
 bp = Blueprint("settings", __name__, url_prefix="/settings")
@@ -99,13 +98,10 @@ def backups():
 @bp.post("/backups")
 def backup_now():
     """ "Backup DB now": a manual backup, taken while the request waits."""
-    config = current_app.config
-    db = get_db()
     try:
-        run, lock = claim_task(config, db, BACKUP_TASK, "manual")
+        outcome = run_task_now(current_app.config, get_db(), BACKUP_TASK)
     except TaskBusy:
         return _respond("settings/_backups.html", 409, ("error", "A backup is already running."))
-    outcome = complete_task(config, db, run, lock)
     if outcome.error is not None:
         return _respond("settings/_backups.html", 200, ("error", f"Backup failed: {outcome.error}"), "backup-finished")
     message = f"Backup {outcome.result['file']} created and verified."
@@ -194,21 +190,11 @@ def run_backup_now():
     if not current_app.config["SCHEDULER_ENABLED"]:
         abort(404)
     try:
-        run = start_background_run(BACKUP_TASK)
+        run = start_task_in_background(current_app.config, get_db(), BACKUP_TASK)
     except TaskBusy:
         return _respond("settings/_schedule_status.html", 409, ("error", "A backup is already running."))
     message = ("info", f"Backup started (run #{run.id}).")
     return _respond("settings/_schedule_status.html", 202, message, "backup-started")
-
-
-def start_background_run(task_id: str):
-    """Claim a task here (so a busy one is refused at once) and finish it in a thread."""
-    config = current_app.config
-    db = get_db()
-    run, lock = claim_task(config, db, task_id, "manual")
-    thread = threading.Thread(target=complete_task, args=(config, db, run, lock), name=f"run-{run.id}", daemon=True)
-    thread.start()
-    return run
 
 
 def _timezone() -> str:

@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from tests.support.server import GunicornServer
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -44,16 +45,6 @@ def leader_pid(server: GunicornServer) -> int | None:
     pid, beat = rows[0]
     age = datetime.now(UTC) - datetime.fromisoformat(beat).replace(tzinfo=UTC)
     return pid if age < timedelta(seconds=10) else None
-
-
-def wait_for(predicate, timeout: float, interval: float = 0.5):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout} s")
 
 
 def wait_until_applied(server: GunicornServer) -> dict:

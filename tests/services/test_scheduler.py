@@ -31,19 +31,9 @@ from app.services.scheduler import (
 )
 from app.services.schedules import Schedule
 from app.services.status import task_status
+from tests.support.waiting import wait_for
 
 TASK = "backup_db"
-
-
-def wait_for(predicate, timeout: float, interval: float = 0.1):
-    """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout} s")
 
 
 @pytest.fixture
