@@ -16,15 +16,20 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from sqlalchemy.exc import OperationalError
+
 from app.db import Database
 from app.models import JobRun
 from app.services import runs
-from app.services.backups import BackupError, backup_lock, perform_sqlite_backup
+from app.services.backups import BackupError, backup_lock, perform_sqlite_backup, remove_stale_temp_files
 from app.services.locks import FileLock
 
 log = logging.getLogger(__name__)
 
 PROGRESS_INTERVAL_SECONDS = 0.5
+# How long a finished run keeps trying to record its outcome while another process holds
+# the database's write lock (each try waits the busy timeout, app/db.py).
+FINISH_RETRY_SECONDS = 60
 
 
 class TaskBusy(Exception):
@@ -47,13 +52,17 @@ class TaskContext:
 
 @dataclass(frozen=True)
 class Task:
-    """A schedulable task: its id, title, job-store entry point, lock and body."""
+    """A schedulable task: its id, title, job-store entry point, lock, body and clean-up.
+
+    ``recover`` removes what a killed run left behind; it runs under the task's lock.
+    """
 
     id: str
     title: str
     job_ref: str
     lock: Callable[[Mapping], FileLock]
     body: Callable[[TaskContext], dict]
+    recover: Callable[[Mapping], object] = lambda config: None
 
 
 def _backup_db(ctx: TaskContext) -> dict:
@@ -68,6 +77,10 @@ def _backup_db(ctx: TaskContext) -> dict:
     return {"file": result.name, "size": result.size, "sha256": result.sha256, "backup": result}
 
 
+def _backup_recover(config: Mapping) -> list[str]:
+    return remove_stale_temp_files(Path(config["BACKUPS_DIR"]))
+
+
 def _backup_lock(config: Mapping) -> FileLock:
     return backup_lock(Path(config["DATABASE_PATH"]))
 
@@ -79,6 +92,7 @@ TASKS: dict[str, Task] = {
         job_ref="app.tasks:scheduled_backup_job",
         lock=_backup_lock,
         body=_backup_db,
+        recover=_backup_recover,
     ),
 }
 
@@ -103,12 +117,24 @@ def claim_task(
     if not (lock.acquire(wait) if wait else lock.try_acquire()):
         raise TaskBusy(runs.latest_run(db, task_id, status="running"))
     try:
-        runs.mark_interrupted(db, task_id)
+        close_interrupted_runs(config, db, task)
         run = runs.start_run(db, task_id, trigger, scheduled_for)
     except BaseException:
         lock.release()
         raise
     return run, lock
+
+
+def close_interrupted_runs(config: Mapping, db: Database, task: Task) -> int:
+    """Mark runs left "running" by dead processes as interrupted and clean up after them.
+
+    Call only while holding the task's lock: then no live run of the task exists anywhere.
+    """
+    count = runs.mark_interrupted(db, task.id)
+    if count:
+        log.warning("marked %d %s run(s) as interrupted", count, task.id)
+        task.recover(config)
+    return count
 
 
 @dataclass(frozen=True)
@@ -132,14 +158,31 @@ def complete_task(config: Mapping, db: Database, run: JobRun, lock: FileLock) ->
             result = task.body(context)
         except BackupError as exc:
             log.warning("%s run %d failed: %s", task.id, run.id, exc)
-            return RunOutcome(runs.finish_run(db, run.id, "failed", error=str(exc)), error=exc)
+            return RunOutcome(_finish(db, run.id, "failed", error=str(exc)), error=exc)
         except Exception as exc:
             log.exception("%s run %d crashed", task.id, run.id)
             error = BackupError(f"Unexpected error: {exc}")
-            return RunOutcome(runs.finish_run(db, run.id, "failed", error=str(error)), error=error)
-        return RunOutcome(runs.finish_run(db, run.id, "success", **result), result=result)
+            return RunOutcome(_finish(db, run.id, "failed", error=str(error)), error=error)
+        return RunOutcome(_finish(db, run.id, "success", **result), result=result)
     finally:
         lock.release()
+
+
+def _finish(db: Database, run_id: int, status: str, **fields) -> JobRun:
+    """Record a run's outcome, retrying while another process holds the database's write lock.
+
+    Giving up leaves the run "running" under a live pid: shown as running, and never closed
+    by the leader, until the next backup.
+    """
+    deadline = time.monotonic() + FINISH_RETRY_SECONDS
+    while True:
+        try:
+            return runs.finish_run(db, run_id, status, **fields)
+        except OperationalError as exc:
+            if time.monotonic() >= deadline:
+                raise
+            log.warning("run %d: outcome not recorded yet (%s); retrying", run_id, exc.orig)
+            time.sleep(0.5)
 
 
 def run_task_now(config: Mapping, db: Database, task_id: str) -> RunOutcome:
@@ -165,6 +208,11 @@ def _progress_writer(db: Database, run_id: int) -> Callable[[str, int | None], N
         if phase == last["phase"] and now - last["at"] < PROGRESS_INTERVAL_SECONDS:
             return
         last.update(phase=phase, at=now)
-        runs.report_progress(db, run_id, phase, percent)
+        try:
+            runs.report_progress(db, run_id, phase, percent)
+        except OperationalError as exc:
+            # Progress is only shown: another process holding the write lock past the busy
+            # timeout (the backup itself only reads) must not fail the backup.
+            log.warning("run %d: progress not recorded (%s)", run_id, exc.orig)
 
     return report

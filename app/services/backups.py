@@ -286,7 +286,10 @@ def _verify(temp_path: Path) -> None:
     finally:
         check.close()
     if rows != [("ok",)]:
-        detail = "; ".join(str(row[0]) for row in rows[:3])
+        # One row can hold many newline-separated problems (under a "*** in database" header):
+        # keep the first few, so the message stays fit for the status line and the history.
+        problems = [line for row in rows for line in str(row[0]).splitlines() if not line.startswith("***")]
+        detail = "; ".join(problems[:3]) + ("; ..." if len(problems) > 3 else "")
         raise BackupError(f"The backup failed its integrity check: {detail}.")
 
 
@@ -329,6 +332,13 @@ def _copy_error(exc: sqlite3.DatabaseError, backups_dir: Path) -> BackupError:
     text = str(exc)
     if "full" in text:
         return BackupTargetError(f"The backup folder {backups_dir} is full (no space left on device).")
+    if getattr(exc, "sqlite_errorname", None) == "SQLITE_IOERR_WRITE":
+        # Only the copy is written. SQLite reports only ENOSPC as "full" and drops the errno
+        # of other write failures (over quota EDQUOT, file size limit EFBIG, EIO).
+        return BackupTargetError(
+            f"Writing to the backup folder {backups_dir} failed (disk I/O error): it may be full, "
+            "over its quota or failing."
+        )
     return BackupError(f"The database could not be copied: {text}.")
 
 

@@ -30,7 +30,7 @@ from app.models import ScheduleConfig, SchedulerState, utcnow
 from app.services import runs
 from app.services.locks import FileLock
 from app.services.schedules import Schedule, ScheduleError, build_trigger
-from app.tasks import TASKS, TaskBusy, claim_task, complete_task
+from app.tasks import TASKS, TaskBusy, claim_task, close_interrupted_runs, complete_task
 
 log = logging.getLogger(__name__)
 
@@ -249,9 +249,7 @@ class SchedulerService:
             lock = task.lock(self.config)
             if lock.try_acquire():
                 try:
-                    count = runs.mark_interrupted(self.db, task.id)
-                    if count:
-                        log.warning("marked %d %s run(s) as interrupted", count, task.id)
+                    close_interrupted_runs(self.config, self.db, task)
                 finally:
                     lock.release()
 
