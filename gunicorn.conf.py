@@ -11,11 +11,13 @@ from dotenv import dotenv_values
 def _bind() -> str:
     """BIND, but only loopback while no ADMIN_PASSWORD protects the app."""
     env = {**dotenv_values(Path(__file__).with_name(".env")), **os.environ}
-    bind = env.get("BIND") or "127.0.0.1:8000"
-    host, _, port = bind.rpartition(":")
+    bind = (env.get("BIND") or "127.0.0.1:8000").strip()
+    if bind.startswith(("unix:", "fd://")) or (env.get("ADMIN_PASSWORD") or env.get("ADMIN_PASSWORD_HASH", "").strip()):
+        return bind  # a unix socket is local; a password protects the app
+    host, separator, port = bind.rpartition(":")
+    if not separator or host.endswith(":"):  # "0.0.0.0" or a bare IPv6 address: gunicorn's port
+        host, port = bind, "8000"
     host = host.strip("[]")
-    if env.get("ADMIN_PASSWORD") or env.get("ADMIN_PASSWORD_HASH"):
-        return bind
     try:
         loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
     except ValueError:

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+import threading
+import time
+from collections import deque
 from urllib.parse import urlsplit
 
 from flask import (
@@ -36,6 +39,37 @@ bp = Blueprint("auth", __name__)
 PUBLIC_ENDPOINTS = {"auth.login", "health.healthz", "static"}
 
 
+class LoginThrottle:
+    """At most ``limit`` wrong passwords per address in ``window`` seconds (per process)."""
+
+    def __init__(self, limit: int = 5, window: float = 300) -> None:
+        self.limit = limit
+        self.window = window
+        self._failures: dict[str, deque[float]] = {}
+        self._lock = threading.Lock()
+
+    def fail(self, address: str | None) -> None:
+        with self._lock:
+            self._failures.setdefault(address or "?", deque()).append(time.monotonic())
+
+    def forget(self, address: str | None) -> None:
+        with self._lock:
+            self._failures.pop(address or "?", None)
+
+    def retry_after(self, address: str | None) -> int:
+        """Seconds until this address may try again (0: now)."""
+        with self._lock:
+            failures = self._failures.get(address or "?")
+            if not failures:
+                return 0
+            now = time.monotonic()
+            while failures and now - failures[0] > self.window:
+                failures.popleft()
+            if len(failures) < self.limit:
+                return 0
+            return int(self.window - (now - failures[0])) + 1
+
+
 class LoginForm(FlaskForm):
     """The administrator's password."""
 
@@ -55,16 +89,14 @@ def require_login():
     """Refuse anonymous requests when authentication is configured."""
     g.auth = None
     if not current_app.config["AUTH_ENABLED"]:
-        if not _is_loopback(request.remote_addr):
-            # Belt and braces for gunicorn.conf.py: unprotected, the app serves this machine only.
-            return "No password is set, so this server only answers requests from this machine.\n", 403
-        return None
+        refusal = _not_from_this_machine()
+        return (refusal, 403) if refusal else None
     if request.endpoint in PUBLIC_ENDPOINTS:
         return None
     if bearer_token_valid():
         g.auth = "token"
         return None
-    if session.get("admin"):
+    if session.get("admin") and session.get("password") == current_app.config["ADMIN_PASSWORD_FINGERPRINT"]:
         g.auth = "session"
         return None
     if request.path.startswith("/api/"):
@@ -83,12 +115,20 @@ def login():
     if not current_app.config["AUTH_ENABLED"]:
         return redirect(url_for("settings.index"))
     form = LoginForm()
+    throttle: LoginThrottle = current_app.extensions["login_throttle"]
+    wait = throttle.retry_after(request.remote_addr)
+    if wait and request.method == "POST":
+        form.password.errors = [f"Too many wrong passwords: try again in {wait // 60 + 1} min."]
+        return render_template("auth/login.html", form=form), 429, {"Retry-After": str(wait)}
     if form.validate_on_submit():
         if check_password_hash(current_app.config["ADMIN_PASSWORD_HASH"], form.password.data):
+            throttle.forget(request.remote_addr)
             session.clear()
             session["admin"] = True
+            session["password"] = current_app.config["ADMIN_PASSWORD_FINGERPRINT"]
             session.permanent = True
             return redirect(_safe_next(request.args.get("next")))
+        throttle.fail(request.remote_addr)
         form.password.errors.append("Wrong password.")
     status = 401 if form.errors else 200
     return render_template("auth/login.html", form=form), status
@@ -101,11 +141,38 @@ def logout():
     return redirect(url_for("auth.login"))
 
 
+def _not_from_this_machine() -> str | None:
+    """Why an unprotected app refuses this request; None when it comes from this machine.
+
+    Belt and braces for gunicorn.conf.py, which binds 127.0.0.1 while no password is set.
+    """
+    if not _is_loopback(request.remote_addr):
+        return "No password is set, so this server only answers requests from this machine.\n"
+    if "Forwarded" in request.headers or "X-Forwarded-For" in request.headers:
+        # A reverse proxy on this machine relays other machines' requests from 127.0.0.1.
+        return "No password is set, so this server does not answer requests relayed by a proxy.\n"
+    if not _is_local_host(request.host):
+        # DNS rebinding: a site whose name resolves to 127.0.0.1 would otherwise be same-origin
+        # with this app in the browser, and could read the API and download backups.
+        return "No password is set, so this server only answers to http://localhost or http://127.0.0.1.\n"
+    return None
+
+
 def _is_loopback(address: str | None) -> bool:
     try:
-        return address is not None and ipaddress.ip_address(address).is_loopback
+        ip = ipaddress.ip_address(address or "")
     except ValueError:
         return False
+    return (getattr(ip, "ipv4_mapped", None) or ip).is_loopback
+
+
+def _is_local_host(host: str) -> bool:
+    """Whether a Host header names this machine (localhost or a loopback address, any port)."""
+    try:
+        hostname = urlsplit(f"//{host}").hostname
+    except ValueError:
+        return False
+    return hostname == "localhost" or _is_loopback(hostname)
 
 
 def _safe_next(target: str | None) -> str:
@@ -120,4 +187,5 @@ def _safe_next(target: str | None) -> str:
 def init_app(app: Flask) -> None:
     """Register the login routes and the guard that runs before every request."""
     app.register_blueprint(bp)
+    app.extensions["login_throttle"] = LoginThrottle()
     app.before_request(require_login)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -35,6 +37,8 @@ class Settings:
     backup_busy_timeout_seconds: float
     admin_password_hash: str | None = None
     api_token: str | None = None
+    admin_password_hash_source: str | None = field(default=None, repr=False)
+    session_cookie_secure: bool = False
 
     @property
     def auth_enabled(self) -> bool:
@@ -56,6 +60,9 @@ class Settings:
             "BACKUP_BUSY_TIMEOUT_SECONDS": self.backup_busy_timeout_seconds,
             "ADMIN_PASSWORD_HASH": self.admin_password_hash,
             "API_TOKEN": self.api_token,
+            "SESSION_COOKIE_SECURE": self.session_cookie_secure,
+            # Changes whenever the password does, so old sessions end with it.
+            "ADMIN_PASSWORD_FINGERPRINT": _fingerprint(self.secret_key, self.admin_password_hash_source),
             "AUTH_ENABLED": self.auth_enabled,
         }
 
@@ -80,6 +87,8 @@ def load_settings(env: dict[str, str], default_instance_path: Path) -> Settings:
         backup_keep_last=_integer(env, "BACKUP_KEEP_LAST", default=14, low=1, high=10_000),
         backup_busy_timeout_seconds=float(_integer(env, "BACKUP_BUSY_TIMEOUT_SECONDS", default=30, low=1, high=3600)),
         admin_password_hash=_password_hash(env),
+        admin_password_hash_source=(env.get("ADMIN_PASSWORD") or env.get("ADMIN_PASSWORD_HASH", "")).strip() or None,
+        session_cookie_secure=_boolean(env, "SESSION_COOKIE_SECURE", default=False),
         api_token=_api_token(env),
     )
 
@@ -108,6 +117,12 @@ def _password_hash(env: dict[str, str]) -> str | None:
             raise ConfigError(f"ADMIN_PASSWORD must be at least {MIN_PASSWORD_LENGTH} characters long.")
         return generate_password_hash(plain)
     return None
+
+
+def _fingerprint(secret_key: str, password_source: str | None) -> str | None:
+    if password_source is None:
+        return None
+    return hmac.new(secret_key.encode(), password_source.encode(), hashlib.sha256).hexdigest()[:32]
 
 
 def _api_token(env: dict[str, str]) -> str | None:

@@ -104,5 +104,7 @@ def init_app(app: Flask) -> None:
         response.headers.setdefault("Referrer-Policy", "same-origin")
         response.headers.setdefault("X-Frame-Options", "DENY")
         if request.endpoint != "static":
-            response.headers.setdefault("Cache-Control", "no-store")
+            # Set, not defaulted: send_file says "no-cache" (store, then revalidate), and a
+            # downloaded backup is the whole database, which no cache may keep.
+            response.headers["Cache-Control"] = "no-store"
         return response

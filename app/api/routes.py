@@ -64,6 +64,15 @@ def _timezone() -> str:
     return current_app.config["SCHEDULER_TIMEZONE"]
 
 
+def _json_body():
+    """The parsed JSON body, or None when it is not valid JSON."""
+    try:
+        return request.get_json(silent=True)
+    except RecursionError:
+        # json.loads recurses per nesting level: "[[[[..." within MAX_CONTENT_LENGTH would be a 500.
+        return None
+
+
 @bp.post("/settings/backup-db")
 def backup_db():
     """A manual backup, synchronously: 200 with the backup, or an error with a fitting status."""
@@ -104,8 +113,7 @@ def set_backup_schedule():
     _require_scheduler()
     if not request.is_json:
         return jsonify(errors={"json": ["Send Content-Type: application/json."]}), 400
-    payload = request.get_json(silent=True)
-    formdata, errors = formdata_from_json(payload)
+    formdata, errors = formdata_from_json(_json_body())
     if errors:
         return jsonify(errors=errors), 400
     form = ScheduleForm(formdata)
