@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 export FLASK_APP := app
+# On failure, keep a screenshot and a Playwright trace per e2e test (the folder is wiped at start).
+E2E_ARTIFACTS := --output=e2e/artifacts --tracing=retain-on-failure --screenshot=only-on-failure
 
 .PHONY: run dev test test-fast lint format bench clean
 
@@ -29,7 +31,7 @@ dev: $(VENV)/.runtime-installed
 
 ## Unit, integration and end-to-end tests (finds or installs Chromium).
 test: $(VENV)/.dev-installed
-	CHROMIUM_PATH="$$(scripts/ensure-chromium)" $(BIN)/python -m pytest
+	CHROMIUM_PATH="$$(scripts/ensure-chromium)" $(BIN)/python -m pytest $(E2E_ARTIFACTS)
 
 ## Everything but the end-to-end and slow tests.
 test-fast: $(VENV)/.dev-installed

@@ -41,3 +41,6 @@ preload_app = False
 timeout = 60
 graceful_timeout = 20
 accesslog = "-"
+# gunicorn 27's control socket is one path per user: two servers (tests, a second
+# instance) would share it, and nothing here uses it.
+control_socket_disable = True

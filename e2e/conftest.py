@@ -7,6 +7,7 @@ import shutil
 
 import pytest
 
+from e2e.support import open_settings
 from tests.support.server import GunicornServer
 
 CHROMIUM_FLAGS = [
@@ -50,11 +51,28 @@ def live_server(tmp_path):
 
 
 @pytest.fixture
-def settings_page(page, live_server):
-    """The Settings page, loaded, with every browser console error collected."""
-    errors: list[str] = []
-    page.on("console", lambda message: message.type == "error" and errors.append(message.text))
-    page.on("pageerror", lambda error: errors.append(str(error)))
-    page.goto(live_server.url + "/settings")
-    page.console_errors = errors
-    return page
+def settings_page(live_server, page):
+    """The Settings page, loaded, with every browser console error collected.
+
+    The server comes before ``page`` so that, fixtures being torn down in reverse, the
+    browser closes its keep-alive connections before gunicorn stops (otherwise each stop
+    takes about 2 s longer). Tests that take both should ask for the server first too.
+    """
+    return open_settings(page, live_server)
+
+
+@pytest.fixture
+def start_server(tmp_path):
+    """Start another app server: ``start_server(name, **env)``; every one is stopped at teardown."""
+    servers: list[GunicornServer] = []
+
+    def start(name: str = "instance", prepare=None, **env: str) -> GunicornServer:
+        server = GunicornServer(tmp_path / name, workers=2, **env)
+        if prepare is not None:
+            prepare(server.instance)
+        servers.append(server)
+        return server.start()
+
+    yield start
+    for server in servers:
+        server.stop()

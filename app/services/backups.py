@@ -270,10 +270,14 @@ def _snapshot(database_path: Path, temp_path: Path, busy_timeout: float, report:
 
 
 def _verify_and_hash(temp_path: Path) -> tuple[str, int]:
-    """Integrity check and sha256 + fsync side by side (both release the GIL)."""
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="backup-hash") as pool:
-        hashing = pool.submit(_sha256_and_fsync, temp_path)
+    """Integrity check, sha256 and fsync side by side (all three release the GIL)."""
+    # fsync waits on the disk while the other two use the CPU; in sequence after the hash it
+    # added ~0.6 s per GiB (bench: 3.0x -> 2.3x the time of cp + fsync).
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="backup-finish") as pool:
+        syncing = pool.submit(_fsync_file, temp_path)
+        hashing = pool.submit(_sha256, temp_path)
         _verify(temp_path)
+        syncing.result()
         return hashing.result()
 
 
@@ -293,15 +297,22 @@ def _verify(temp_path: Path) -> None:
         raise BackupError(f"The backup failed its integrity check: {detail}.")
 
 
-def _sha256_and_fsync(path: Path) -> tuple[str, int]:
+def _sha256(path: Path) -> tuple[str, int]:
     digest = hashlib.sha256()
     size = 0
     with open(path, "rb") as handle:
         while chunk := handle.read(1 << 20):
             digest.update(chunk)
             size += len(chunk)
-        os.fsync(handle.fileno())
     return digest.hexdigest(), size
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _publish(temp_path: Path, backups_dir: Path, kind: str) -> tuple[Path, datetime]:

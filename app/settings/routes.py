@@ -168,7 +168,7 @@ def save_schedule_form():
         return _respond("settings/_schedule_form.html", 422, message, form=form, preview=_preview(form))
     schedule = form.schedule()
     save_schedule(get_db(), BACKUP_TASK, schedule)
-    message = ("success", f"Schedule saved: {describe(schedule)}.")
+    message = ("success", f"Schedule saved: {describe(schedule).rstrip('.')}.")
     return _respond("settings/_schedule_form.html", 200, message, "schedule-changed")
 
 

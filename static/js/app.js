@@ -66,7 +66,35 @@
   document.addEventListener("toggle", refreshStatus, true);
 
   // When the status region shows a new finished run, refresh the lists and announce it.
+  // "Backup DB now" (a form marked data-announces-run) waits for its backup, and its
+  // answer says how it went: the status region must not announce that run a second time.
+  // syncBackup: null; "waiting" for the answer; "seen" (its run showed up first, its
+  // message held back in heldMessage); "answered" (the next new run is the answered one).
   let lastRun = null;
+  let syncBackup = null;
+  let heldMessage = null;
+
+  function announcesRun(event) {
+    const element = event.detail.elt;
+    return element && element.hasAttribute && element.hasAttribute("data-announces-run");
+  }
+
+  document.addEventListener("htmx:beforeRequest", function (event) {
+    if (announcesRun(event) && !event.defaultPrevented) syncBackup = "waiting";
+  });
+
+  document.addEventListener("htmx:afterRequest", function (event) {
+    if (!announcesRun(event)) return;
+    const answered = event.detail.xhr && event.detail.xhr.status === 200;
+    if (answered) {
+      syncBackup = syncBackup === "seen" ? null : "answered";
+    } else {
+      if (heldMessage) toast(heldMessage.text, heldMessage.category);
+      syncBackup = null;
+    }
+    heldMessage = null;
+  });
+
   function followStatus(status) {
     const running = status.dataset.running === "true";
     const runNow = document.getElementById("run-now");
@@ -78,8 +106,18 @@
     if (lastRun !== null && current !== lastRun) {
       document.body.dispatchEvent(new CustomEvent("history-changed"));
       document.body.dispatchEvent(new CustomEvent("backups-changed"));
-      const category = status.dataset.lastStatus === "success" ? "success" : "error";
-      toast(status.dataset.lastResult, category);
+      const message = {
+        text: status.dataset.lastResult,
+        category: status.dataset.lastStatus === "success" ? "success" : "error",
+      };
+      if (syncBackup === "waiting") {
+        syncBackup = "seen";
+        heldMessage = message;
+      } else if (syncBackup === "answered") {
+        syncBackup = null;
+      } else {
+        toast(message.text, message.category);
+      }
     }
     lastRun = current;
   }
