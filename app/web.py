@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
-from flask import Flask, current_app, render_template, request
+from flask import Flask, current_app, jsonify, render_template, request
+from sqlalchemy.exc import OperationalError
 
 CONTENT_SECURITY_POLICY = "; ".join(
     [
@@ -89,8 +90,26 @@ def duration(seconds: float | None) -> str:
     return f"{minutes} min {rest} s"
 
 
+DATABASE_BUSY = "The database is busy (locked by another process). Try again in a moment."
+
+
+def database_busy(error: OperationalError):
+    """A database locked past the busy timeout is a 503 the user can read, not a bare 500."""
+    if "locked" not in str(error.orig):
+        current_app.logger.exception("database error", exc_info=error)
+        message, status = "Internal error: the database failed. See the server log.", 500
+    else:
+        current_app.logger.warning("database busy: %s", error.orig)
+        message, status = DATABASE_BUSY, 503
+    if request.path.startswith("/api/"):
+        return jsonify(error=message), status
+    # htmx does not swap error answers; app.js shows this header as a toast instead.
+    return message + "\n", status, {"Content-Type": "text/plain; charset=utf-8", "X-Error-Message": message}
+
+
 def init_app(app: Flask) -> None:
-    """Register filters and the headers every answer carries."""
+    """Register filters, the database-busy handler and the headers every answer carries."""
+    app.register_error_handler(OperationalError, database_busy)
     app.jinja_env.add_extension("jinja2.ext.do")
     app.add_template_filter(local_time, "local_time")
     app.add_template_filter(relative_time, "relative_time")

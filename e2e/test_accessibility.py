@@ -86,7 +86,7 @@ def test_each_strategy_has_no_violations(form_page, strategy, pytestconfig):
     choose_strategy(page, strategy)
     if strategy == "Cron expression":
         page.get_by_label("Cron expression").press_sequentially("30 2 * * 1-5")
-        expect(page.locator("#cron-preview").get_by_role("listitem")).to_have_count(5)
+        expect(page.locator("#schedule-preview").get_by_role("listitem")).to_have_count(5)
     audit(page, f"strategy-{strategy.lower().replace(' ', '-')}", pytestconfig)
 
 

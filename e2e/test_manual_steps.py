@@ -188,7 +188,7 @@ def test_step_06_wait_for_a_scheduled_run(settings_page, live_server):
     choose_strategy(page, "Cron expression")
     page.get_by_label("Cron expression").press_sequentially("* * * * *")
 
-    preview = page.locator("#cron-preview")
+    preview = page.locator("#schedule-preview")
     expect(preview).to_contain_text("Every minute")
     upcoming = preview.get_by_role("listitem")
     expect(upcoming).to_have_count(5)
@@ -251,7 +251,7 @@ def test_step_08_invalid_cron(live_server, page):
     choose_strategy(page, "Cron expression")
     cron = page.get_by_label("Cron expression")
     cron.press_sequentially("61 * * * *")
-    expect(page.locator("#cron-preview")).to_contain_text("Invalid minute field '61'")
+    expect(page.locator("#schedule-preview")).to_contain_text("Invalid minute field '61'")
 
     page.get_by_role("button", name="Save schedule").click()
 

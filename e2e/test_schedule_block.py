@@ -89,7 +89,7 @@ def test_cron_preview_describes_the_expression_and_its_next_five_runs_as_you_typ
     page = settings_page
     choose_strategy(page, "Cron expression")
     cron = page.get_by_label("Cron expression")
-    preview = page.locator("#cron-preview")
+    preview = page.locator("#schedule-preview")
 
     cron.press_sequentially("30 2 * * 1-5")
 
@@ -177,3 +177,31 @@ def test_screenshots_of_success_and_error_at_desktop_and_phone_widths(live_serve
         f"settings-success-{PHONE}.png",
     ]
     assert unexpected_console_errors(page) == []
+
+
+def test_a_server_that_stops_answering_is_reported_once_not_silently(settings_page, live_server):
+    page = settings_page
+    live_server.stop()
+    alert = page.locator("#alerts [data-toast]")
+    expect(alert).to_have_text(re.compile("The server cannot be reached"), timeout=10_000)
+    page.wait_for_timeout(7_000)  # two more failed polls must not stack more messages
+    expect(alert).to_have_count(1)
+    live_server.start()
+    expect(page.locator("#schedule-status")).to_be_visible()
+
+
+def test_weekly_preview_follows_the_ticked_days_and_time_before_saving(settings_page):
+    page = settings_page
+    choose_strategy(page, "Weekly")
+    preview = page.locator("#schedule-preview")
+    expect(preview).to_contain_text("Choose at least one weekday.")
+
+    page.get_by_label("Thursday").check()
+    page.get_by_label("Time of day").fill("05:45")
+    page.get_by_label("Time of day").dispatch_event("change")
+
+    expect(preview).to_contain_text("Every Thursday at 05:45")
+    runs = preview.get_by_role("listitem")
+    expect(runs).to_have_count(5)
+    moments = [shown_time(item).astimezone(ZONE) for item in runs.all()]
+    assert {moment.strftime("%a %H:%M") for moment in moments} == {"Thu 05:45"}

@@ -7,10 +7,11 @@ from pathlib import Path
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, send_file, url_for
 
 from app.extensions import get_db
+from app.models import utcnow
 from app.services import runs
 from app.services.backups import BackupError, delete_backup, list_backups, resolve_backup
 from app.services.scheduler import load_schedule, save_schedule
-from app.services.schedules import Schedule, ScheduleError, build_trigger, describe, next_fire_times
+from app.services.schedules import ScheduleError, build_trigger, describe, next_fire_times
 from app.services.status import task_status
 from app.settings.forms import NEVER_RUNS, ScheduleForm
 from app.tasks import TaskBusy, run_task_now, start_task_in_background
@@ -20,6 +21,7 @@ bp = Blueprint("settings", __name__, url_prefix="/settings")
 
 BACKUP_TASK = "backup_db"
 HISTORY_LIMIT = 20
+PREVIEW_MODES = ("daily", "weekly", "cron", "interval")
 
 
 def _backups_dir() -> Path:
@@ -149,9 +151,9 @@ def schedule_fields():
 
 @bp.get("/schedule/preview")
 def schedule_preview():
-    """The cron help: plain-English text and the next five runs, or the field's error."""
+    """The schedule help as you type: plain-English text and the next five runs, or the error."""
     form = ScheduleForm(request.args)
-    return render_template("settings/_cron_preview.html", preview=_preview(form), timezone=_timezone())
+    return render_template("settings/_schedule_preview.html", preview=_preview(form), timezone=_timezone())
 
 
 @bp.post("/schedule")
@@ -202,19 +204,20 @@ def _timezone() -> str:
 
 
 def _preview(form: ScheduleForm) -> dict | None:
-    """Description and next five runs of the form's (unsaved) schedule, or its error."""
-    if form.mode.data != "cron":
+    """What the form's (unsaved) schedule means: description and next five runs, or its error."""
+    mode = form.mode.data
+    if mode not in PREVIEW_MODES:
         return None
-    text = (form.cron.data or "").strip()
-    if not text:
+    if mode == "cron" and not (form.cron.data or "").strip():
         return {"error": None, "description": None, "upcoming": []}
-    schedule = Schedule("cron", cron=text)
     try:
+        schedule = form.schedule()
         trigger = build_trigger(schedule, _timezone())
     except ScheduleError as exc:
         return {"error": str(exc), "description": None, "upcoming": []}
-    from app.models import utcnow
-
+    if mode == "interval":
+        # Elapsed time from the save: the real next run is the status's, not a guess from now.
+        return {"error": None, "description": describe(schedule), "upcoming": []}
     upcoming = next_fire_times(trigger, 5, utcnow())
     if not upcoming:
         return {"error": NEVER_RUNS, "description": None, "upcoming": []}

@@ -122,6 +122,24 @@
     lastRun = current;
   }
 
+  // Errors htmx does not swap (5xx, lost connection) still get a message, once.
+  function toastOnce(message) {
+    const region = document.getElementById("alerts");
+    const shown = region && Array.from(region.querySelectorAll("[data-toast] p")).some(function (p) {
+      return p.textContent === message;
+    });
+    if (!shown) toast(message, "error");
+  }
+
+  document.addEventListener("htmx:responseError", function (event) {
+    const xhr = event.detail.xhr;
+    toastOnce(xhr.getResponseHeader("X-Error-Message") || "The server could not do that (error " + xhr.status + ").");
+  });
+
+  document.addEventListener("htmx:sendError", function () {
+    toastOnce("The server cannot be reached. The page will update when it is back.");
+  });
+
   document.addEventListener("htmx:afterSettle", function (event) {
     const target = event.detail.elt;
     armToasts(document);

@@ -225,7 +225,7 @@ def test_strategy_switch_to_cron_shows_the_typed_expression_and_its_preview(clie
 
     assert response.status_code == 200
     assert fragment.by_id("cron").attrs["value"] == "15 4 * * *"
-    preview = fragment.by_id("cron-preview")
+    preview = fragment.by_id("schedule-preview")
     assert "04:15" in preview.find("p", class_="preview-text").text
     assert len(preview.find_all("time")) == 5
 
@@ -256,7 +256,7 @@ def test_strategy_switch_to_an_unknown_mode_shows_the_disabled_fields(client, ht
 
 def preview_times(fragment) -> list[datetime]:
     """The listed runs as Europe/Berlin wall-clock times (the attribute may use any offset)."""
-    items = fragment.by_id("cron-preview").find_all("li")
+    items = fragment.by_id("schedule-preview").find_all("li")
     assert all(item.elements and item.elements[0].tag == "time" for item in items)
     moments = [datetime.fromisoformat(item.elements[0].attrs["datetime"]) for item in items]
     assert all(moment.utcoffset() is not None for moment in moments)
@@ -281,7 +281,7 @@ def test_cron_preview_describes_the_expression_and_lists_the_next_five_runs(clie
 def test_cron_preview_of_a_bad_expression_shows_the_error_and_no_runs(client):
     fragment = parse(client.get("/settings/schedule/preview?mode=cron&cron=61+*+*+*+*").get_data(as_text=True))
 
-    error = fragment.by_id("cron-preview").find("p", class_="preview-error")
+    error = fragment.by_id("schedule-preview").find("p", class_="preview-error")
     assert error is not None
     assert "minute" in error.text
     assert "61" in error.text
@@ -303,3 +303,42 @@ def test_cron_preview_of_an_expression_that_never_matches_says_so(client):
 
     assert "matches no date" in fragment.find("p", class_="preview-error").text
     assert fragment.find_all("li") == []
+
+
+def test_weekly_preview_lists_the_next_five_runs_on_the_chosen_days(client):
+    response = client.get("/settings/schedule/preview?mode=weekly&time=03:15&weekdays=mon&weekdays=thu")
+    preview = parse(response.get_data(as_text=True)).by_id("schedule-preview")
+
+    assert preview.find("p", class_="preview-text").text == "Every Monday and Thursday at 03:15"
+    moments = [
+        datetime.fromisoformat(item.attrs["datetime"]).astimezone(ZoneInfo("Europe/Berlin"))
+        for item in preview.find_all("time")
+    ]
+    assert len(moments) == 5
+    assert {moment.strftime("%a %H:%M") for moment in moments} <= {"Mon 03:15", "Thu 03:15"}
+    assert moments == sorted(moments)
+
+
+def test_daily_preview_shows_the_time_error_instead_of_runs(client):
+    response = client.get("/settings/schedule/preview?mode=daily&time=25:00")
+    preview = parse(response.get_data(as_text=True)).by_id("schedule-preview")
+
+    assert preview.find("p", class_="preview-error").text == "The hour must be from 00 to 23."
+    assert preview.find_all("time") == []
+
+
+def test_interval_preview_describes_it_and_points_to_the_status_for_the_next_run(client):
+    response = client.get("/settings/schedule/preview?mode=interval&every_hours=6")
+    preview = parse(response.get_data(as_text=True)).by_id("schedule-preview")
+
+    assert preview.find("p", class_="preview-text").text == "Every 6 hours"
+    assert "Counted from when the schedule is saved" in preview.text
+    assert preview.find_all("time") == []
+
+
+def test_saved_daily_schedule_shows_its_preview_when_the_page_loads(client, db):
+    save_schedule(db, "backup_db", Schedule("daily", time="04:30"))
+    preview = parse(client.get("/settings").get_data(as_text=True)).by_id("schedule-preview")
+
+    assert preview.find("p", class_="preview-text").text == "Every day at 04:30"
+    assert len(preview.find_all("time")) == 5
