@@ -90,7 +90,7 @@ def test_exclusive_lock_cannot_be_taken_while_the_app_has_its_database_open(make
 def test_exclusive_lock_taken_before_the_app_connects_fails_requests_after_the_app_busy_timeout(
     make_app, holders, monkeypatch
 ):
-    """What the user sees: a generic 500 for the backup and for the status poll; no history row.
+    """What the user sees: a readable 503 "database is busy" for the backup and the status poll; no history row.
 
     Recording the run in ``job_run`` comes first and waits the app's own busy timeout
     (10 s in production; 2 s here, against a 1 s backup timeout, to tell them apart), so
@@ -112,10 +112,12 @@ def test_exclusive_lock_taken_before_the_app_connects_fails_requests_after_the_a
     backup_answer, backup_seconds = timed("post", "/api/v1/settings/backup-db")
     status_answer, status_seconds = timed("get", "/settings/schedule/status", headers={"HX-Request": "true"})
 
-    assert backup_answer.status_code == 500
-    assert "internal error" in backup_answer.get_json()["error"]  # not the backup's "stayed locked" message
+    assert backup_answer.status_code == 503
+    # The app's own "database is busy" answer, not the backup's "stayed locked" message.
+    assert backup_answer.get_json()["error"].startswith("The database is busy (locked by another process)")
     assert 1.9 < backup_seconds < 4
-    assert status_answer.status_code == 500
+    assert status_answer.status_code == 503
+    assert status_answer.headers["X-Error-Message"].startswith("The database is busy")
     assert 1.9 < status_seconds < 4
     holder.stop()
     assert final_backups(backups_dir) == [] and temp_files(backups_dir) == []
