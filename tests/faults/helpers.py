@@ -7,27 +7,16 @@ import os
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from app.services import runs
 from app.services.backups import BACKUP_NAME, TEMP_PREFIX
 from app.tasks import RunOutcome, claim_task, complete_task
+from tests.support.waiting import wait_for  # noqa: F401 - used by the fault modules
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 TASK = "backup_db"
 BLOB_BYTES = 4000  # one row of filler: a little under a 4 KiB page, so rows stay countable
-
-
-def wait_for(predicate, timeout: float, interval: float = 0.1):
-    """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout} s")
 
 
 def run_backup(app, trigger: str = "manual") -> RunOutcome:
