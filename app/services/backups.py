@@ -272,7 +272,7 @@ def _snapshot(database_path: Path, temp_path: Path, busy_timeout: float, report:
 def _verify_and_hash(temp_path: Path) -> tuple[str, int]:
     """Integrity check, sha256 and fsync side by side (all three release the GIL)."""
     # fsync waits on the disk while the other two use the CPU; in sequence after the hash it
-    # added ~0.6 s per GiB (bench: 3.0x -> 2.3x the time of cp + fsync).
+    # added ~0.6 s per GiB (paired bench rounds: 3.9x -> 3.2x the time of cp + fsync).
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="backup-finish") as pool:
         syncing = pool.submit(_fsync_file, temp_path)
         hashing = pool.submit(_sha256, temp_path)

@@ -1,0 +1,200 @@
+"""Targets, the printed table and the JSON results."""
+
+from __future__ import annotations
+
+import json
+import operator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+KB = 1000  # as the app's file_size filter: 1 KB = 1000 B
+
+
+@dataclass(frozen=True)
+class Target:
+    """One budget from the design brief and whether this run kept it."""
+
+    name: str
+    measured: float | None
+    comparison: str  # "<=", "<" or "=="
+    limit: float
+    unit: str
+
+    @property
+    def holds(self) -> bool:
+        if self.measured is None:
+            return False
+        compare = {"<=": operator.le, "<": operator.lt, "==": operator.eq}[self.comparison]
+        return compare(self.measured, self.limit)
+
+    def as_dict(self) -> dict:
+        return asdict(self) | {"holds": self.holds}
+
+
+def targets(results: dict) -> list[Target]:
+    """Every target of the measurements that ran (a failed measurement misses its targets)."""
+
+    def section(key: str) -> dict | None:
+        value = results.get(key)
+        return value if value and "error" not in value else None
+
+    found = []
+    if cost := section("backup_cost"):
+        found.append(Target("backup copy alone / cp+fsync", cost["copy_ratio"], "<=", 2.0, "x"))
+        found.append(Target("backup with verification / cp+fsync", cost["backup_ratio"], "<=", 3.0, "x"))
+    if impact := section("impact"):
+        found.append(Target("write p99 during backup", impact["write_backup"]["p99_ms"], "<=", 50, "ms"))
+        found.append(Target("'database is locked' errors", impact["lock_errors"], "==", 0, ""))
+        found.append(Target("HTTP p99 during backup / idle p99", impact["http_p99_ratio"], "<=", 3.0, "x"))
+    if polling := section("polling"):
+        found.append(Target("status poll p99 (50 browsers)", polling["latency"]["p99_ms"], "<=", 20, "ms"))
+        found.append(Target("status poll errors", polling["errors"], "==", 0, ""))
+        size = polling["body_bytes"]["max"]
+        found.append(Target("status partial size (max)", None if size is None else size / KB, "<", 4, "KB"))
+    if "scheduler" in results:
+        scheduler = results["scheduler"]
+        wanted = scheduler.get("fires_wanted")
+        if wanted:
+            delays = [fire["delay_ms"] for fire in scheduler.get("fires", []) if fire.get("delay_ms") is not None]
+            worst = max(delays) / 1000 if len(delays) == wanted else None
+            found.append(Target(f"scheduler delay, worst of {wanted} fires", worst, "<", 1, "s"))
+        idle = scheduler.get("idle")
+        found.append(Target("scheduler leader idle CPU", idle["percent_of_core"] if idle else None, "<", 1, "% core"))
+    if weight := section("page_weight"):
+        found.append(Target("Settings page + assets, gzip", weight["gzip_bytes"] / KB, "<", 60, "KB"))
+    for key, value in results.items():
+        if isinstance(value, dict) and "error" in value:
+            found.append(Target(f"{key} ran", None, "==", 1, ""))
+    return found
+
+
+def _fmt(value, digits: int = 2) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _others(section: dict) -> str:
+    machine = section.get("machine")
+    return f"  [other processes: {machine['others_percent_of_core']} % of a core]" if machine else ""
+
+
+def _backup_cost(cost: dict) -> list[str]:
+    m = cost["median_seconds"]
+    phases = ", ".join(f"{name} {seconds:.2f}" for name, seconds in cost["backup_phase_median_seconds"].items())
+    cache = cost["page_cache"]
+    return [
+        f"1. Backup cost, median of {cost['repeats']} (source in page cache: {cache['before']} before, "
+        f"{cache['after']} after){_others(cost)}",
+        f"   cp + fsync                 {m['cp']:8.2f} s   1.00x",
+        f"   backup API copy, one step  {m['copy']:8.2f} s   {_fmt(cost['copy_ratio'])}x   (SQLite's defaults)",
+        f"     same, no journal or sync {m['copy_unjournaled']:8.2f} s   {_fmt(cost['copy_unjournaled_ratio'])}x"
+        "   (the target settings of perform_sqlite_backup; not a target)",
+        f"   perform_sqlite_backup()    {m['backup']:8.2f} s   {_fmt(cost['backup_ratio'])}x   ({phases} s)",
+    ]
+
+
+def _impact(impact: dict) -> list[str]:
+    durations = ", ".join(str(backup["seconds"]) for backup in impact["backups"])
+    lines = [
+        f"2. Impact of a backup (backups run by the app: {durations} s){_others(impact)}",
+        "                   idle p50 / p99 ms   during backup p50 / p99 ms   2 s after p99   samples idle/during",
+    ]
+    for kind, label in (("write", "write commit"), ("http", "HTTP")):
+        idle, busy, after = impact[f"{kind}_idle"], impact[f"{kind}_backup"], impact[f"{kind}_after"]
+        lines.append(
+            f"   {label:14} {_fmt(idle['p50_ms']):>7} / {_fmt(idle['p99_ms']):<9}"
+            f"  {_fmt(busy['p50_ms']):>7} / {_fmt(busy['p99_ms']):<17}"
+            f"  {_fmt(after['p99_ms']):>12}    {idle['count']}/{busy['count']}"
+        )
+    lines.append(
+        f"   lock errors {impact['lock_errors']}, other write errors {impact['write_errors'] or 'none'}, "
+        f"HTTP errors {impact['http_error_count']}"
+    )
+    return lines
+
+
+def _polling(polling: dict) -> list[str]:
+    latency = polling["latency"]
+    return [
+        f"3. Status polling, {polling['browsers']} browsers every {polling['period_seconds']:g} s "
+        f"for {polling['duration_seconds']} s{_others(polling)}",
+        f"   {polling['requests']} requests, {polling['errors']} errors, p50 {_fmt(latency['p50_ms'])} ms, "
+        f"p99 {_fmt(latency['p99_ms'])} ms, max {_fmt(latency['max_ms'])} ms",
+        f"   partial {polling['body_bytes']['max']} B body ({polling['wire_bytes']['max']} B with headers), "
+        f"server CPU {polling['server_cpu_percent_of_core']} % of one core",
+    ]
+
+
+def _scheduler(scheduler: dict) -> list[str]:
+    lines = ["4. Scheduler"]
+    if idle := scheduler.get("idle"):
+        lines.append(
+            f"   leader idle CPU {idle['percent_of_core']} % of a core ({idle['cpu_seconds']} s over "
+            f"{idle['seconds']} s){_others(idle)}"
+        )
+    for fire in scheduler.get("fires", []):
+        lines.append(
+            f"   fire due {fire['scheduled_for']}: started +{fire['delay_ms']} ms, ran {fire['run_ms']} ms, "
+            f"{fire['status']} (beside: {', '.join(fire.get('during', []))})"
+        )
+    return lines
+
+
+def _page_weight(weight: dict) -> list[str]:
+    lines = ["5. Page weight (gzip -6 where the server does not compress)"]
+    for item in weight["items"]:
+        if "error" in item:
+            lines.append(f"   {item['path']:40} {item['error']}")
+        else:
+            lines.append(f"   {item['path']:40} {item['raw_bytes']:8} B raw {item['gzip_bytes']:8} B gzip")
+    lines.append(f"   {'total':40} {weight['raw_bytes']:8} B raw {weight['gzip_bytes']:8} B gzip")
+    return lines
+
+
+SECTIONS = (
+    ("backup_cost", _backup_cost),
+    ("impact", _impact),
+    ("polling", _polling),
+    ("scheduler", _scheduler),
+    ("page_weight", _page_weight),
+)
+
+
+def table(results: dict) -> str:
+    """The human-readable report."""
+    meta = results["meta"]
+    data = meta["dataset"]
+    origin = "cached" if data["cached"] else f"built in {data['build_seconds']} s"
+    lines = [
+        f"bench: {data['bytes'] / 2**20:.0f} MiB database ({data['rows']} rows, {origin}), "
+        f"SQLite {meta['sqlite_version']}, {meta['cpus']} CPUs, wall {meta['wall_seconds']:.0f} s"
+    ]
+    if quiet := meta.get("before_start"):
+        lines.append(f"before the start, other processes used {quiet['others_percent_of_core']} % of a core")
+    for key, render in SECTIONS:
+        section = results.get(key)
+        if section is None:
+            continue
+        lines.append("")
+        if "error" in section:
+            lines.append(f"{key} FAILED: {section['error']}")
+        else:
+            lines += render(section)
+    lines += ["", "Targets"]
+    for target in results["targets"]:
+        verdict = "holds" if target["holds"] else "MISSED"
+        lines.append(
+            f"   {target['name']:42} {_fmt(target['measured']):>8} {target['unit']:7} {target['comparison']} "
+            f"{_fmt(target['limit'], 1):>5}   {verdict}"
+        )
+    return "\n".join(lines)
+
+
+def write_json(results: dict, path: Path) -> None:
+    """Write the results (bench/results/ is git-ignored)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2, default=str) + "\n")

@@ -1,0 +1,104 @@
+"""The order the measurements run in, and the bookkeeping around each of them.
+
+The scheduler measurement spends minutes waiting for real minute boundaries, so it runs in
+the background from the start; its server is up before the first measurement begins.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+
+from bench.data import Dataset
+from bench.system import CpuWatch
+
+
+class Run:
+    """Results and a timeline of which measurement ran when (wall clock)."""
+
+    def __init__(self, log) -> None:
+        self.log = log
+        self.results: dict = {}
+        self.timeline: list[tuple[str, float, float]] = []
+
+    @contextmanager
+    def measure(self, name: str, key: str):
+        """Record the measurement stored under ``key``: its span, the machine's load, any failure."""
+        self.log(f"{name} ...")
+        begin, watch = time.time(), CpuWatch()
+        try:
+            yield
+        except Exception as exc:  # one failed measurement must not cost the others
+            self.log(f"{name} failed: {type(exc).__name__}: {exc}")
+            self.results[key] = {"error": f"{type(exc).__name__}: {exc}"}
+        finally:
+            self.timeline.append((name, begin, time.time()))
+            self.results.setdefault(key, {})["machine"] = watch.stop()
+
+
+def run_suite(only: list[str], dataset: Dataset, repeats: int, fires: int, log) -> dict:
+    """Run the chosen measurements; return their results by key."""
+    run = Run(log)
+    track = None
+    if "scheduler" in only:
+        from bench.scheduler import SchedulerTrack
+
+        log(f"scheduler: idle minute, then {fires} fire(s) of a * * * * * cron, in the background")
+        track = SchedulerTrack(fires, log)
+        track.start()
+        track.ready.wait(timeout=90)  # its server's start-up must not disturb the first measurement
+    if "impact" in only:
+        from bench.impact import measure_impact
+
+        with run.measure("impact of a backup", "impact"):
+            run.results["impact"] = measure_impact(dataset.path, log)
+    if "backup" in only:
+        from bench.backup_cost import measure_backup_cost
+
+        with run.measure("backup cost", "backup_cost"):
+            run.results["backup_cost"] = measure_backup_cost(dataset.path, repeats, log)
+    if {"polling", "weight"} & set(only):
+        _polling_and_weight(only, run)
+    if track is not None:
+        from bench.scheduler import annotate
+
+        log("waiting for the scheduler measurement ...")
+        track.join(timeout=60 * (fires + 4))
+        run.results["scheduler"] = track.result or {"error": "the scheduler measurement did not finish in time"}
+        annotate(run.results["scheduler"].get("fires", []), run.timeline)
+    return run.results
+
+
+def _polling_and_weight(only: list[str], run: Run) -> None:
+    from bench.page_weight import measure_page_weight
+    from bench.polling import measure_polling
+    from bench.servers import server_pids, start_server
+
+    server = start_server("polling")
+    try:
+        _give_status_content(server)
+        if "polling" in only:
+            with run.measure("status polling", "polling"):
+                run.results["polling"] = measure_polling(server, server_pids(server))
+        if "weight" in only:
+            with run.measure("page weight", "page_weight"):
+                run.results["page_weight"] = measure_page_weight(server.port)
+    finally:
+        server.stop()
+
+
+def _give_status_content(server) -> None:
+    """A saved schedule and one finished backup, so the status shows every field it can."""
+    status, body = server.request("POST", "/api/v1/settings/scheduler/backup", {"mode": "daily", "time": "03:00"})
+    if status != 200:
+        raise RuntimeError(f"saving a schedule answered {status}: {body}")
+    status, body = server.request("POST", "/api/v1/settings/backup-db")
+    if status != 200:
+        raise RuntimeError(f"a manual backup answered {status}: {body}")
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        status, body = server.request("GET", "/api/v1/settings/scheduler")
+        if status == 200 and not body["jobs"][0]["pending_apply"] and body["scheduler"]["running"]:
+            return
+        time.sleep(0.5)
+    raise RuntimeError("the scheduler did not apply the schedule within 15 s")
