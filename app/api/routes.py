@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from flask import Blueprint, abort, current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException
@@ -31,6 +32,10 @@ def guard_browser_requests():
     are not sent by browsers on their own, so they need no CSRF token.
     """
     if request.headers.get("Sec-Fetch-Site", "same-origin") not in ("same-origin", "none"):
+        return jsonify(error="Cross-site requests are not allowed."), 403
+    origin = request.headers.get("Origin")
+    if origin and urlsplit(origin).netloc != request.host:
+        # Browsers without Fetch Metadata still send Origin on cross-site POSTs.
         return jsonify(error="Cross-site requests are not allowed."), 403
     if g.get("auth") == "session" and request.method not in ("GET", "HEAD", "OPTIONS"):
         csrf.protect()

@@ -166,8 +166,12 @@ def list_backups(backups_dir: Path) -> list[BackupFile]:
         match = BACKUP_NAME.match(entry.name)
         if not match or not entry.is_file(follow_symlinks=False):
             continue
-        created_at = datetime.strptime(match.group(1), TIMESTAMP_FORMAT).replace(tzinfo=UTC)
-        found.append(BackupFile(entry.name, entry.stat().st_size, created_at, match.group(2)))
+        try:
+            created_at = datetime.strptime(match.group(1), TIMESTAMP_FORMAT).replace(tzinfo=UTC)
+            size = entry.stat().st_size
+        except (ValueError, OSError):  # an impossible date in a foreign name; a file just pruned
+            continue
+        found.append(BackupFile(entry.name, size, created_at, match.group(2)))
     found.sort(key=lambda backup: backup.name, reverse=True)
     return found
 

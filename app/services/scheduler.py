@@ -15,7 +15,7 @@ import os
 import socket
 import threading
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED
@@ -264,7 +264,9 @@ class SchedulerService:
             )
         else:
             reason = "Skipped because the previous run of this task was still going."
-        runs.record_missed_run(self.db, event.job_id, event.scheduled_run_time, reason)
+        # A missed run's event names one time; a max-instances event lists the run times.
+        scheduled_for = getattr(event, "scheduled_run_time", None) or event.scheduled_run_times[-1]
+        runs.record_missed_run(self.db, event.job_id, scheduled_for, reason)
 
 
 def run_scheduled_task(task_id: str) -> None:
@@ -280,10 +282,22 @@ def run_scheduled_task(task_id: str) -> None:
     try:
         run, lock = claim_task(service.config, service.db, task_id, trigger, scheduled_for, wait=LOCK_WAIT_SECONDS)
     except TaskBusy:
-        reason = f"Skipped: another backup was still running after {LOCK_WAIT_SECONDS // 60} minutes."
-        runs.record_missed_run(service.db, task_id, scheduled_for or utcnow(), reason)
+        _record_skip(
+            service, task_id, scheduled_for, f"another backup was still running after {LOCK_WAIT_SECONDS // 60} minutes"
+        )
+        return
+    except Exception as exc:  # e.g. the database locked past its busy timeout: never skip silently
+        log.exception("scheduled %s run could not start", task_id)
+        _record_skip(service, task_id, scheduled_for, f"the run could not start ({exc})")
         return
     complete_task(service.config, service.db, run, lock)
+
+
+def _record_skip(service: SchedulerService, task_id: str, scheduled_for: datetime | None, why: str) -> None:
+    try:
+        runs.record_missed_run(service.db, task_id, scheduled_for or utcnow(), f"Skipped: {why}.")
+    except Exception:
+        log.exception("could not record the skipped %s run either", task_id)
 
 
 def schedule_from_row(row: ScheduleConfig | None) -> Schedule:
@@ -352,8 +366,3 @@ def read_leader_state(db: Database) -> tuple[SchedulerState | None, float | None
 def heartbeat_is_fresh(age: float | None) -> bool:
     """Whether a heartbeat of this age means the scheduler is running."""
     return age is not None and age < STALE_AFTER_SECONDS
-
-
-def overdue(next_run: datetime | None, now: datetime) -> bool:
-    """Whether a next run time has already passed (the scheduler is late or down)."""
-    return next_run is not None and next_run < now - timedelta(seconds=STALE_AFTER_SECONDS)

@@ -55,10 +55,11 @@ class WallClockCronTrigger(CronTrigger):
 
     def get_next_fire_time(self, previous_fire_time, now):
         upcoming = super().get_next_fire_time(previous_fire_time, now)
-        if self.once_per_wall_time and upcoming is not None and previous_fire_time is not None:
-            previous = previous_fire_time.astimezone(self.timezone)
-            if upcoming.replace(tzinfo=None) == previous.replace(tzinfo=None):
-                return super().get_next_fire_time(upcoming, upcoming)
+        if self.once_per_wall_time and previous_fire_time is not None:
+            # Wall-clock time only goes backwards when clocks go back: skip the repeated hour.
+            previous_wall = _wall_time(previous_fire_time, self.timezone)
+            while upcoming is not None and _wall_time(upcoming, self.timezone) <= previous_wall:
+                upcoming = super().get_next_fire_time(upcoming, upcoming)
         return upcoming
 
     def __getstate__(self):
@@ -69,6 +70,11 @@ class WallClockCronTrigger(CronTrigger):
     def __setstate__(self, state):
         self.once_per_wall_time = state.pop("once_per_wall_time", True)
         super().__setstate__(state)
+
+
+def _wall_time(moment: datetime, zone) -> datetime:
+    """The naive local time on the wall clock (via UTC, so a same-zone value is normalised)."""
+    return moment.astimezone(UTC).astimezone(zone).replace(tzinfo=None)
 
 
 class ScheduleError(ValueError):

@@ -196,7 +196,7 @@ def run_backup_now():
     except TaskBusy:
         return _respond("settings/_schedule_status.html", 409, ("error", "A backup is already running."))
     message = ("info", f"Backup started (run #{run.id}).")
-    return _respond("settings/_schedule_status.html", 202, message, "backup-started")
+    return _respond("settings/_schedule_status.html", 202, message)
 
 
 def _timezone() -> str:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from app.services.backups import list_backups
 from app.services.scheduler import load_schedule
 from tests.security.support import (
     BEARER,
@@ -416,3 +417,15 @@ def test_a_backup_name_that_is_not_listed_cannot_be_deleted(csrf_app, logged_in)
 
     assert response.status_code == 404
     assert (folder / "notes.txt").read_text() == "keep me"
+
+
+@pytest.mark.parametrize("origin", ["http://evil.example", "http://127.0.0.1:9999", "null"])
+def test_api_refuses_a_foreign_origin_even_without_fetch_metadata(make_app, origin):
+    """Browsers without Sec-Fetch-Site still send Origin on a cross-site POST."""
+    app = make_app()
+    client = app.test_client()
+    answer = client.post("/api/v1/settings/backup-db", headers={"Origin": origin})
+    assert answer.status_code == 403
+    assert list_backups(Path(app.config["BACKUPS_DIR"])) == []
+    same = client.post("/api/v1/settings/backup-db", headers={"Origin": "http://localhost"})
+    assert same.status_code == 200

@@ -485,3 +485,11 @@ def test_file_lock_is_freed_when_the_holder_is_killed(tmp_path):
     assert holder.exitcode == -signal.SIGKILL
     assert lock.acquire(timeout=5, poll=0.01)
     lock.release()
+
+
+def test_listing_skips_a_name_with_an_impossible_date(tmp_path):
+    folder = tmp_path / "backups"
+    folder.mkdir()
+    (folder / "backup-20261399T000000.000000Z-auto.sqlite3").write_bytes(b"x")
+    (folder / "backup-20261128T000000.000000Z-auto.sqlite3").write_bytes(b"y")
+    assert [b.name for b in list_backups(folder)] == ["backup-20261128T000000.000000Z-auto.sqlite3"]

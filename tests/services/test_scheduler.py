@@ -229,3 +229,13 @@ def test_status_reports_the_scheduler_down_when_the_heartbeat_is_stale(app, db, 
         session.get(SchedulerState, 1).heartbeat_at = utcnow() - timedelta(seconds=60)
     health = task_status(app.config, db, TASK).health
     assert health.enabled and not health.running
+
+
+def test_run_skipped_because_the_previous_one_is_still_going_is_recorded(app, db, services):
+    from apscheduler.events import EVENT_JOB_MAX_INSTANCES, JobSubmissionEvent
+
+    due = utcnow().replace(microsecond=0)
+    services()._on_skipped(JobSubmissionEvent(EVENT_JOB_MAX_INSTANCES, TASK, "default", [due]))
+    missed = runs.latest_run(db, TASK, status="missed")
+    assert missed.scheduled_for == due
+    assert "previous run of this task was still going" in missed.error

@@ -163,3 +163,13 @@ def test_normalized_drops_other_strategies_fields():
     mixed = Schedule("weekly", time="03:15", weekdays=("thu", "mon"), cron="* * * * *", every_hours=4)
     assert mixed.normalized() == Schedule("weekly", time="03:15", weekdays=("mon", "thu"))
     assert mixed.normalized().as_dict() == {"mode": "weekly", "time": "03:15", "weekdays": ["mon", "thu"]}
+
+
+def test_fixed_hour_cron_with_several_minutes_runs_each_once_when_clocks_go_back():
+    moments = fires(Schedule("cron", cron="0,30 2 * * *"), datetime(2026, 10, 24, 12, tzinfo=UTC), 4)
+    assert local(moments) == [
+        "Sun 2026-10-25 02:00 CEST",
+        "Sun 2026-10-25 02:30 CEST",
+        "Mon 2026-10-26 02:00 CET",
+        "Mon 2026-10-26 02:30 CET",
+    ]

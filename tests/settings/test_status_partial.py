@@ -186,7 +186,6 @@ def test_run_backup_now_answers_202_with_the_status_region_and_finishes_in_the_b
 
     assert response.status_code == 202
     assert fragment.elements[0].attrs["id"] == "schedule-status"
-    assert "backup-started" in response.headers["HX-Trigger"]
     assert "Backup started" in oob_toast(fragment, "toasts").text
     run = wait_until_idle(db)
     assert run.status == "success", run.error
