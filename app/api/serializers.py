@@ -69,7 +69,7 @@ def job_json(status: TaskStatus) -> dict:
         "description": status.description,
         "timezone": zone,
         "next_run_at": iso(status.next_run_at, zone),
-        "upcoming": [iso(moment, zone) for moment in status.upcoming],
+        "upcoming": [iso(moment, zone) for moment in status.upcoming()],
         "pending_apply": status.pending_apply,
         "overdue": status.overdue,
         "last_run": run_json(status.last_run, zone),

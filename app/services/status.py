@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+
+from apscheduler.triggers.base import BaseTrigger
 
 from app.db import Database
 from app.models import JobRun, SchedulerState, utcnow
@@ -35,10 +37,20 @@ class TaskStatus:
     description: str
     pending_apply: bool
     next_run_at: datetime | None
-    upcoming: list[datetime]
     health: SchedulerHealth
     running: JobRun | None
     last_run: JobRun | None
+    trigger: BaseTrigger | None = field(default=None, repr=False)
+
+    def upcoming(self, count: int = UPCOMING_COUNT) -> list[datetime]:
+        """The next ``count`` runs from the real next run on (the API shows them; the poll does not)."""
+        moments = [self.next_run_at] if self.next_run_at is not None else []
+        while moments and len(moments) < count:
+            following = self.trigger.get_next_fire_time(moments[-1], moments[-1])
+            if following is None or following <= moments[-1]:
+                break
+            moments.append(following.astimezone(UTC))
+        return moments
 
     @property
     def overdue(self) -> bool:
@@ -69,12 +81,6 @@ def task_status(config: Mapping, db: Database, task_id: str) -> TaskStatus:
         next_run = next(iter(next_fire_times(trigger, 1, now)), None)  # what the leader is about to apply
     else:
         next_run = read_next_run(db, task_id)
-    upcoming = [next_run] if next_run is not None else []
-    while upcoming and len(upcoming) < UPCOMING_COUNT:
-        following = trigger.get_next_fire_time(upcoming[-1], upcoming[-1])
-        if following is None or following <= upcoming[-1]:
-            break
-        upcoming.append(following.astimezone(UTC))
     running = runs.latest_run(db, task_id, status="running")
     if running is not None and not runs.is_alive(running):
         running = None
@@ -85,7 +91,7 @@ def task_status(config: Mapping, db: Database, task_id: str) -> TaskStatus:
         description=describe(schedule) if trigger is not None or schedule.mode == "disabled" else "Invalid schedule",
         pending_apply=pending,
         next_run_at=next_run,
-        upcoming=upcoming,
+        trigger=trigger,
         health=scheduler_health(config, db),
         running=running,
         last_run=_last_finished(db, task_id),

@@ -431,3 +431,12 @@ def test_a_request_from_another_site_is_refused_and_does_nothing(app, client, db
 @pytest.mark.parametrize("site", ["same-origin", "none"])
 def test_a_request_from_the_same_origin_or_typed_by_hand_is_served(client, site):
     assert client.post(f"{API}/backup-db", headers={"Sec-Fetch-Site": site}).status_code == 200
+
+
+def test_job_lists_the_next_five_runs_starting_at_next_run_at(client):
+    job = client.post("/api/v1/settings/scheduler/backup", json={"mode": "daily", "time": "04:30"}).get_json()
+    upcoming = [datetime.fromisoformat(moment) for moment in job["upcoming"]]
+    assert len(upcoming) == 5
+    assert job["upcoming"][0] == job["next_run_at"]
+    assert all(moment.strftime("%H:%M") == "04:30" for moment in upcoming)
+    assert upcoming == sorted(upcoming) and len({moment.date() for moment in upcoming}) == 5
