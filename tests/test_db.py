@@ -89,32 +89,25 @@ def hold_session(open_session, ready: threading.Event, release: threading.Event)
         release.wait(20)
 
 
-def test_writer_holds_the_write_lock_from_its_first_read(db):
-    """While a writer session is open, another process cannot take the write lock, even before any write."""
+def outcome_while_session_open(session_factory, database_path) -> str:
+    """What another process's BEGIN IMMEDIATE gets while a session from ``session_factory`` is open."""
     ready, release = threading.Event(), threading.Event()
-    holder = threading.Thread(target=hold_session, args=(db.writer, ready, release))
+    holder = threading.Thread(target=hold_session, args=(session_factory, ready, release))
     holder.start()
     try:
         assert ready.wait(10)
-        outcome = begin_immediate_in_another_process(db.path)
+        return begin_immediate_in_another_process(database_path)
     finally:
         release.set()
         holder.join(10)
 
-    assert outcome == "database is locked"
+
+def test_writer_holds_the_write_lock_from_its_first_read(db):
+    """While a writer session is open, another process cannot take the write lock, even before any write."""
+    assert outcome_while_session_open(db.writer, db.path) == "database is locked"
     assert begin_immediate_in_another_process(db.path) == "acquired"
 
 
 def test_plain_session_does_not_block_writers_after_a_read(db):
     """A read-only session takes no write lock, so the writer test above really measures writer()."""
-    ready, release = threading.Event(), threading.Event()
-    holder = threading.Thread(target=hold_session, args=(db.session, ready, release))
-    holder.start()
-    try:
-        assert ready.wait(10)
-        outcome = begin_immediate_in_another_process(db.path)
-    finally:
-        release.set()
-        holder.join(10)
-
-    assert outcome == "acquired"
+    assert outcome_while_session_open(db.session, db.path) == "acquired"
