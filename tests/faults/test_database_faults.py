@@ -268,7 +268,7 @@ def test_damaged_source_fails_the_integrity_check_with_a_short_message_and_publi
     connection = sqlite3.connect(source)
     connection.execute("CREATE TABLE item (id INTEGER PRIMARY KEY, label TEXT)")
     connection.execute("CREATE INDEX item_label ON item (label)")
-    connection.executemany("INSERT INTO item (label) VALUES (?)", ((os.urandom(24).hex(),) for _ in range(20_000)))
+    connection.executemany("INSERT INTO item (label) VALUES (?)", ((f"{i * 7919:048x}",) for i in range(20_000)))
     connection.commit()
     connection.close()
     pages = source.stat().st_size // 4096

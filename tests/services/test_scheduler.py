@@ -179,7 +179,9 @@ def test_fire_time_missed_while_down_runs_once_as_catch_up(app, db, services):
     run = wait_for(lambda: runs.latest_run(db, TASK, status="success"), 10)
     time.sleep(1)
     finished = [r for r in all_runs(db) if r.status != "running"]
-    assert [r.trigger for r in finished] == ["catch-up"]
+    assert [r.trigger for r in finished if r.trigger == "catch-up"] == ["catch-up"]
+    # A minute boundary may pass while the test runs: that run is punctual, not another catch-up.
+    assert all(r.scheduled_for >= second.leader_started_at for r in finished if r.trigger != "catch-up")
     assert run.scheduled_for > missed_since  # the latest missed fire time, not the first
     assert run.scheduled_for < second.leader_started_at
     assert os.path.exists(os.path.join(app.config["BACKUPS_DIR"], run.file))

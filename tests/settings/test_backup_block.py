@@ -9,6 +9,7 @@ import pytest
 
 from app.services.backups import backup_lock
 from tests.settings.html_tree import first_element, oob_toast, parse
+from tests.support.locks import backup_running
 
 
 def backup_files(app) -> list[Path]:
@@ -164,12 +165,8 @@ def test_delete_without_htmx_redirects_to_the_settings_page(app, client):
 
 
 def test_backup_now_while_another_backup_holds_the_lock_answers_409(app, client, htmx):
-    lock = backup_lock(Path(app.config["DATABASE_PATH"]))
-    assert lock.try_acquire()
-    try:
+    with backup_running(app):
         response = client.post("/settings/backups", headers=htmx)
-    finally:
-        lock.release()
 
     assert response.status_code == 409
     alert = oob_toast(parse(response.get_data(as_text=True)), "alerts")

@@ -12,8 +12,8 @@ from zoneinfo import ZoneInfo
 
 from app.models import JobRun, SchedulerState, utcnow
 from app.services import runs
-from app.services.backups import backup_lock
 from tests.settings.html_tree import oob_toast, parse
+from tests.support.locks import backup_running
 
 BERLIN = ZoneInfo("Europe/Berlin")
 
@@ -196,12 +196,8 @@ def test_run_backup_now_answers_202_with_the_status_region_and_finishes_in_the_b
 
 
 def test_run_backup_now_while_a_backup_holds_the_lock_answers_409(app, client, htmx):
-    lock = backup_lock(Path(app.config["DATABASE_PATH"]))
-    assert lock.try_acquire()
-    try:
+    with backup_running(app):
         response = client.post("/settings/schedule/run", headers=htmx)
-    finally:
-        lock.release()
 
     assert response.status_code == 409
     assert "A backup is already running" in oob_toast(parse(response.get_data(as_text=True)), "alerts").text
