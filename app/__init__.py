@@ -47,14 +47,21 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.config.update({key: value for key, value in overrides.items() if not isinstance(value, str)})
     _configure_logging(app)
 
-    db = Database(settings.database_url, settings.database_path)
+    # The state database (schedules, history, job store, catalogue); the data database is
+    # only ever read for backups and written by a confirmed restore.
+    db = Database(settings.state_database_url, settings.state_database_path)
     db.create_tables()
     app.extensions["db"] = db
     csrf.init_app(app)
 
+    from app.services.data_database import ensure_data_database
     from app.services.scheduler import SchedulerService
+    from app.services.state_migration import move_state_tables
+    from app.tasks import TASKS
 
     app.extensions["scheduler"] = SchedulerService(app.config, db)
+    ensure_data_database(settings.database_path)
+    move_state_tables(settings.database_path, db, {task.id: task.job_ref for task in TASKS.values()})
 
     from app import api, auth, cli, health, web
     from app import settings as settings_pages

@@ -14,12 +14,13 @@ from werkzeug.datastructures import MultiDict
 from app.api.serializers import backup_json, health_json, job_json, run_json
 from app.extensions import get_db
 from app.services import runs
-from app.services.backups import list_backups
+from app.services.backups import BackupNotFound
+from app.services.catalogue import catalogued_backups
 from app.services.scheduler import save_schedule
 from app.services.schedules import MODES
 from app.services.status import scheduler_health, task_status
 from app.settings.forms import ScheduleForm
-from app.tasks import TASKS, TaskBusy, run_task_now
+from app.tasks import TASKS, TaskBusy, restore_now, run_task_now
 from app.web import file_size
 
 BACKUP_TASK = "backup_db"
@@ -54,12 +55,36 @@ def backup_run(as_json: bool) -> None:
 def backup_list(as_json: bool) -> None:
     """List backup files, newest first."""
     zone = current_app.config["SCHEDULER_TIMEZONE"]
-    backups = list_backups(Path(current_app.config["BACKUPS_DIR"]))
+    backups = catalogued_backups(get_db(), Path(current_app.config["BACKUPS_DIR"]))
     if as_json:
         _emit({"backups": [backup_json(backup, zone) for backup in backups]})
         return
     for backup in backups:
         click.echo(f"{backup.name}  {file_size(backup.size):>10}  {backup.kind}")
+
+
+@backup_cli.command("restore")
+@click.argument("file")
+@click.option("--yes", is_flag=True, help="Do not ask to type the backup name.")
+@click.option("--json", "as_json", is_flag=True, help="Print the finished run as JSON.")
+def backup_restore(file: str, yes: bool, as_json: bool) -> None:
+    """Restore the backup FILE (its listed name) into the live data, after a safety backup."""
+    if not yes:
+        typed = click.prompt(f"This replaces the live data with {file}. Type the backup name to confirm")
+        if typed.strip() != file:
+            raise click.ClickException("The name did not match; nothing was changed.")
+    try:
+        outcome = restore_now(current_app.config, get_db(), file)
+    except BackupNotFound as exc:
+        raise click.ClickException(str(exc)) from None
+    except TaskBusy as busy:
+        raise click.ClickException(str(busy)) from None
+    if as_json:
+        _emit(run_json(outcome.run, current_app.config["SCHEDULER_TIMEZONE"]))
+    if outcome.error is not None:
+        raise click.ClickException(f"Restore failed: {outcome.error}")
+    if not as_json:
+        click.echo(f"Restored {file}. {outcome.run.detail}")
 
 
 @scheduler_cli.command("status")
@@ -121,7 +146,8 @@ def scheduler_set(mode: str, time_of_day: str | None, weekdays: str | None, cron
 def init_db() -> None:
     """Create the database tables (the app also does this on start) and say where things live."""
     config = current_app.config
-    click.echo(f"Database: {config['DATABASE_PATH']}")
+    click.echo(f"Data:     {config['DATABASE_PATH']}")
+    click.echo(f"State:    {config['STATE_DATABASE_PATH']}")
     click.echo(f"Backups:  {config['BACKUPS_DIR']}")
 
 

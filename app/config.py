@@ -28,6 +28,8 @@ class Settings:
     instance_path: Path
     database_url: str
     database_path: Path
+    state_database_url: str
+    state_database_path: Path
     backups_dir: Path
     secret_key: str
     scheduler_enabled: bool
@@ -35,6 +37,8 @@ class Settings:
     misfire_grace_seconds: int
     backup_keep_last: int
     backup_busy_timeout_seconds: float
+    restore_busy_timeout_seconds: float = 30.0
+    max_upload_mb: int = 4096
     admin_password_hash: str | None = None
     api_token: str | None = None
     admin_password_hash_source: str | None = field(default=None, repr=False)
@@ -51,6 +55,8 @@ class Settings:
             "INSTANCE_PATH": str(self.instance_path),
             "DATABASE_URL": self.database_url,
             "DATABASE_PATH": str(self.database_path),
+            "STATE_DATABASE_URL": self.state_database_url,
+            "STATE_DATABASE_PATH": str(self.state_database_path),
             "BACKUPS_DIR": str(self.backups_dir),
             "SECRET_KEY": self.secret_key,
             "SCHEDULER_ENABLED": self.scheduler_enabled,
@@ -58,6 +64,8 @@ class Settings:
             "SCHEDULER_MISFIRE_GRACE_SECONDS": self.misfire_grace_seconds,
             "BACKUP_KEEP_LAST": self.backup_keep_last,
             "BACKUP_BUSY_TIMEOUT_SECONDS": self.backup_busy_timeout_seconds,
+            "RESTORE_BUSY_TIMEOUT_SECONDS": self.restore_busy_timeout_seconds,
+            "MAX_UPLOAD_MB": self.max_upload_mb,
             "ADMIN_PASSWORD_HASH": self.admin_password_hash,
             "API_TOKEN": self.api_token,
             "SESSION_COOKIE_SECURE": self.session_cookie_secure,
@@ -71,12 +79,21 @@ def load_settings(env: dict[str, str], default_instance_path: Path) -> Settings:
     """Build and validate :class:`Settings` from ``env``; raise :class:`ConfigError` on a bad value."""
     instance_path = Path(env.get("INSTANCE_PATH") or default_instance_path).resolve()
     database_url = env.get("DATABASE_URL") or f"sqlite:///{instance_path / 'app.db'}"
-    database_path = _sqlite_path(database_url)
+    database_path = _sqlite_path(database_url, "DATABASE_URL")
+    state_database_url = env.get("STATE_DATABASE_URL") or f"sqlite:///{instance_path / 'state.db'}"
+    state_database_path = _sqlite_path(state_database_url, "STATE_DATABASE_URL")
+    if state_database_path == database_path:
+        raise ConfigError(
+            "STATE_DATABASE_URL must name another file than DATABASE_URL: the scheduler's state must "
+            "survive a restore of the data."
+        )
     backups_dir = Path(env.get("BACKUPS_DIR") or instance_path / "backups").resolve()
     return Settings(
         instance_path=instance_path,
         database_url=database_url,
         database_path=database_path,
+        state_database_url=state_database_url,
+        state_database_path=state_database_path,
         backups_dir=backups_dir,
         secret_key=env.get("SECRET_KEY") or _stored_secret_key(instance_path),
         scheduler_enabled=_boolean(env, "SCHEDULER_ENABLED", default=True),
@@ -86,6 +103,8 @@ def load_settings(env: dict[str, str], default_instance_path: Path) -> Settings:
         ),
         backup_keep_last=_integer(env, "BACKUP_KEEP_LAST", default=14, low=1, high=10_000),
         backup_busy_timeout_seconds=float(_integer(env, "BACKUP_BUSY_TIMEOUT_SECONDS", default=30, low=1, high=3600)),
+        restore_busy_timeout_seconds=float(_integer(env, "RESTORE_BUSY_TIMEOUT_SECONDS", default=30, low=1, high=3600)),
+        max_upload_mb=_integer(env, "MAX_UPLOAD_MB", default=4096, low=1, high=1_048_576),
         admin_password_hash=_password_hash(env),
         admin_password_hash_source=(env.get("ADMIN_PASSWORD") or env.get("ADMIN_PASSWORD_HASH", "")).strip() or None,
         session_cookie_secure=_boolean(env, "SESSION_COOKIE_SECURE", default=False),
@@ -136,17 +155,17 @@ def _api_token(env: dict[str, str]) -> str | None:
     return token
 
 
-def _sqlite_path(url: str) -> Path:
+def _sqlite_path(url: str, name: str) -> Path:
     try:
         parsed = make_url(url)
     except ArgumentError as exc:
         raise ConfigError(
-            f"DATABASE_URL must be a URL to a SQLite file, e.g. sqlite:////var/lib/app/app.db (got {url!r}: {exc})."
+            f"{name} must be a URL to a SQLite file, e.g. sqlite:////var/lib/app/app.db (got {url!r}: {exc})."
         ) from None
     if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
         raise ConfigError(
-            "DATABASE_URL must point to a SQLite file, e.g. sqlite:////var/lib/app/app.db "
-            f"(got {url!r}); this app backs up its own SQLite database."
+            f"{name} must point to a SQLite file, e.g. sqlite:////var/lib/app/app.db "
+            f"(got {url!r}); this app keeps its data and its state in SQLite files."
         )
     return Path(parsed.database).resolve()
 

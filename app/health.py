@@ -52,7 +52,7 @@ def healthz():
     }
     schedule, row = load_schedule(db, BACKUP_TASK)
     active = health.enabled and schedule.mode != "disabled"
-    last_success = runs.latest_run(db, BACKUP_TASK, status="success")
+    last_success = runs.latest_run(db, BACKUP_TASK, status="success", backups_only=True)
     age = None if last_success is None else (utcnow() - last_success.finished_at).total_seconds()
     body["backup"] = {"schedule": schedule.as_dict(), "last_success_age_seconds": None if age is None else round(age)}
 

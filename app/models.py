@@ -1,4 +1,9 @@
-"""Tables: what the user chose (ScheduleConfig), what happened (JobRun), who leads (SchedulerState)."""
+"""The state database's tables: what the user chose (ScheduleConfig), what happened (JobRun),
+who leads (SchedulerState), what each backup file is (BackupRecord), one-time facts (StateMeta).
+
+None of them ever lives in the data database: that one is backed up and restored, and a
+restore must neither rewind the schedule nor bring rows the scheduler would trust.
+"""
 
 from __future__ import annotations
 
@@ -59,7 +64,7 @@ class JobRun(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     task: Mapped[str] = mapped_column(String(64), index=True)
-    trigger: Mapped[str] = mapped_column(String(16))  # scheduled | manual | catch-up
+    trigger: Mapped[str] = mapped_column(String(16))  # scheduled | manual | catch-up | restore
     status: Mapped[str] = mapped_column(String(16), index=True)  # running | success | failed | interrupted | missed
     scheduled_for: Mapped[datetime | None] = mapped_column(UTCDateTime)
     started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -71,6 +76,8 @@ class JobRun(Base):
     file: Mapped[str | None] = mapped_column(String(255))
     size: Mapped[int | None] = mapped_column(Integer)
     sha256: Mapped[str | None] = mapped_column(String(64))
+    # What else a run wants to say when it ends (a restore names its safety backup here).
+    detail: Mapped[str | None] = mapped_column(Text)
 
     @property
     def duration_seconds(self) -> float | None:
@@ -90,3 +97,25 @@ class SchedulerState(Base):
     leader_host: Mapped[str] = mapped_column(String(255))
     started_at: Mapped[datetime] = mapped_column(UTCDateTime)
     heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class BackupRecord(Base):
+    """The catalogue: what we know of one backup file (its folder stays the truth of what exists)."""
+
+    __tablename__ = "backup_record"
+
+    name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    size: Mapped[int] = mapped_column(Integer)
+    sha256: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    verified_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class StateMeta(Base):
+    """One-time facts about the state database (e.g. that the tables were moved out of the data)."""
+
+    __tablename__ = "state_meta"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)

@@ -20,9 +20,16 @@ from sqlalchemy.exc import OperationalError
 
 from app.db import Database
 from app.models import JobRun
-from app.services import runs
-from app.services.backups import BackupError, backup_lock, perform_sqlite_backup, remove_stale_temp_files
+from app.services import catalogue, runs
+from app.services.backups import (
+    BackupError,
+    backup_lock,
+    perform_sqlite_backup,
+    remove_stale_temp_files,
+    resolve_backup,
+)
 from app.services.locks import FileLock
+from app.services.restore import restore_backup
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +43,8 @@ class TaskBusy(Exception):
     """The task is already running somewhere; ``running`` is that run, when known."""
 
     def __init__(self, running: JobRun | None) -> None:
-        super().__init__("A backup is already running.")
+        what = "restore" if running is not None and running.trigger == "restore" else "backup"
+        super().__init__(f"A {what} is already running.")
         self.running = running
 
 
@@ -74,7 +82,26 @@ def _backup_db(ctx: TaskContext) -> dict:
         busy_timeout=ctx.config["BACKUP_BUSY_TIMEOUT_SECONDS"],
         progress=ctx.report,
     )
+    catalogue.record_backup(ctx.db, result.name, result.kind, result.size, result.sha256, result.created_at)
     return {"file": result.name, "size": result.size, "sha256": result.sha256, "backup": result}
+
+
+def _restore_body(name: str) -> Callable[[TaskContext], dict]:
+    """The body of a restore run of ``name`` (a run of ``backup_db`` with trigger "restore")."""
+
+    def restore(ctx: TaskContext) -> dict:
+        result = restore_backup(
+            Path(ctx.config["DATABASE_PATH"]),
+            Path(ctx.config["BACKUPS_DIR"]),
+            ctx.db,
+            name,
+            busy_timeout=ctx.config["RESTORE_BUSY_TIMEOUT_SECONDS"],
+            report=ctx.report,
+        )
+        detail = f"Safety backup of the previous data: {result.safety.name}"
+        return {"file": result.name, "size": result.size, "sha256": result.sha256, "detail": detail, "restore": result}
+
+    return restore
 
 
 def _backup_recover(config: Mapping) -> list[str]:
@@ -146,8 +173,10 @@ class RunOutcome:
     error: BackupError | None = None
 
 
-def complete_task(config: Mapping, db: Database, run: JobRun, lock: FileLock) -> RunOutcome:
-    """Carry out a claimed run, record its outcome, and release the lock.
+def complete_task(
+    config: Mapping, db: Database, run: JobRun, lock: FileLock, body: Callable[[TaskContext], dict] | None = None
+) -> RunOutcome:
+    """Carry out a claimed run (the task's body, or ``body``), record its outcome, release the lock.
 
     Never raises for a task failure: the failure is recorded in the run and returned.
     """
@@ -155,7 +184,7 @@ def complete_task(config: Mapping, db: Database, run: JobRun, lock: FileLock) ->
     try:
         context = TaskContext(config, db, run.trigger, _progress_writer(db, run.id))
         try:
-            result = task.body(context)
+            result = (body or task.body)(context)
         except BackupError as exc:
             log.warning("%s run %d failed: %s", task.id, run.id, exc)
             return RunOutcome(_finish(db, run.id, "failed", error=str(exc)), error=exc)
@@ -194,9 +223,30 @@ def run_task_now(config: Mapping, db: Database, task_id: str) -> RunOutcome:
 def start_task_in_background(config: Mapping, db: Database, task_id: str) -> JobRun:
     """A manual run claimed here (so a busy task is refused at once) and finished in a thread."""
     run, lock = claim_task(config, db, task_id, "manual")
-    worker = threading.Thread(target=complete_task, args=(config, db, run, lock), name=f"run-{run.id}", daemon=True)
-    worker.start()
+    _finish_in_background(config, db, run, lock)
     return run
+
+
+def restore_now(config: Mapping, db: Database, name: str) -> RunOutcome:
+    """Restore the backup ``name`` in this thread (the CLI); raises :class:`TaskBusy` while one runs."""
+    resolve_backup(Path(config["BACKUPS_DIR"]), name)
+    run, lock = claim_task(config, db, "backup_db", "restore")
+    return complete_task(config, db, run, lock, body=_restore_body(name))
+
+
+def start_restore_in_background(config: Mapping, db: Database, name: str) -> JobRun:
+    """Claim a restore of ``name`` (refused at once while a backup or restore runs), finish it in a thread."""
+    resolve_backup(Path(config["BACKUPS_DIR"]), name)
+    run, lock = claim_task(config, db, "backup_db", "restore")
+    _finish_in_background(config, db, run, lock, _restore_body(name))
+    return run
+
+
+def _finish_in_background(config: Mapping, db: Database, run: JobRun, lock: FileLock, body=None) -> None:
+    worker = threading.Thread(
+        target=complete_task, args=(config, db, run, lock, body), name=f"run-{run.id}", daemon=True
+    )
+    worker.start()
 
 
 def _progress_writer(db: Database, run_id: int) -> Callable[[str, int | None], None]:

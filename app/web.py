@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from flask import Flask, current_app, jsonify, render_template, request
+from flask import Flask, Request, current_app, jsonify, render_template, request
 from sqlalchemy.exc import OperationalError
+from werkzeug.datastructures import FileStorage
+
+from app.services.uploads import discard_upload, open_staged_upload
 
 CONTENT_SECURITY_POLICY = "; ".join(
     [
@@ -21,6 +25,43 @@ CONTENT_SECURITY_POLICY = "; ".join(
         "frame-ancestors 'none'",
     ]
 )
+
+
+class StagingRequest(Request):
+    """A request whose uploaded files stream straight into the backup folder, not into /tmp.
+
+    Only a route that calls :func:`staged_upload` sets ``upload_folder``; every staged
+    file it has not handed on is removed when the request ends, also after a 413.
+    """
+
+    upload_folder: Path | None = None
+
+    def _get_file_stream(self, total_content_length, content_type, filename=None, content_length=None):
+        if self.upload_folder is None:
+            return super()._get_file_stream(total_content_length, content_type, filename, content_length)
+        path, handle = open_staged_upload(self.upload_folder)
+        self.__dict__.setdefault("staged_paths", {})[id(handle)] = path
+        return handle
+
+    def close(self) -> None:
+        super().close()
+        for path in self.__dict__.get("staged_paths", {}).values():
+            discard_upload(path)
+
+
+def staged_upload(field: str, folder: Path, max_megabytes: int) -> tuple[FileStorage | None, Path | None]:
+    """Receive the multipart file ``field`` into ``folder`` (413 above ``max_megabytes``).
+
+    Returns the upload and the path of its staged, fully written and closed file.
+    """
+    request.upload_folder = folder
+    request.max_content_length = max_megabytes * 1024 * 1024
+    upload = request.files.get(field)
+    staged = request.__dict__.get("staged_paths", {}) if upload is not None else {}
+    path = staged.get(id(upload.stream)) if upload is not None else None
+    if path is not None:
+        upload.stream.close()
+    return upload, path
 
 
 def is_htmx() -> bool:
@@ -109,6 +150,7 @@ def database_busy(error: OperationalError):
 
 def init_app(app: Flask) -> None:
     """Register filters, the database-busy handler and the headers every answer carries."""
+    app.request_class = StagingRequest
     app.register_error_handler(OperationalError, database_busy)
     app.jinja_env.add_extension("jinja2.ext.do")
     app.add_template_filter(local_time, "local_time")

@@ -27,7 +27,7 @@ def lock_database(app, monkeypatch):
                 "import sqlite3, sys, time; c = sqlite3.connect(sys.argv[1], isolation_level=None);"
                 " c.execute('PRAGMA locking_mode=EXCLUSIVE'); c.execute('BEGIN EXCLUSIVE');"
                 " print('locked', flush=True); time.sleep(60)",
-                app.config["DATABASE_PATH"],
+                app.config["STATE_DATABASE_PATH"],
             ],
             stdout=subprocess.PIPE,
             text=True,

@@ -50,7 +50,7 @@ def test_database_file_is_in_wal_mode_for_other_processes(app, db):
     """WAL is recorded in the file itself, so any other opener sees it."""
     with db.session() as session:
         session.execute(text("SELECT 1"))
-    conn = sqlite3.connect(app.config["DATABASE_PATH"])
+    conn = sqlite3.connect(app.config["STATE_DATABASE_PATH"])
     try:
         assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
     finally:
@@ -59,7 +59,7 @@ def test_database_file_is_in_wal_mode_for_other_processes(app, db):
 
 def test_all_tables_exist_after_create_app(app):
     """create_app makes every table on a fresh database, with no manual step."""
-    path = Path(app.config["DATABASE_PATH"])
+    path = Path(app.config["STATE_DATABASE_PATH"])
     assert path.parent == Path(app.config["INSTANCE_PATH"])
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:

@@ -6,18 +6,21 @@ import sqlite3
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from flask import Blueprint, abort, current_app, g, jsonify, request
-from werkzeug.exceptions import HTTPException
+from flask import Blueprint, abort, current_app, g, jsonify, request, send_file
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from app.api.serializers import backup_json, health_json, iso, job_json, run_json
 from app.extensions import csrf, get_db
 from app.services import runs
-from app.services.backups import list_backups
+from app.services.backups import BackupError, BackupNotFound, resolve_backup
+from app.services.catalogue import catalogued_backups, delete_catalogued
 from app.services.scheduler import save_schedule, stored_jobs
 from app.services.schedules import Schedule
 from app.services.status import scheduler_health, task_status
+from app.services.uploads import accept_upload
 from app.settings.forms import ScheduleForm, formdata_from_json
-from app.tasks import TASKS, TaskBusy, run_task_now, start_task_in_background
+from app.tasks import TASKS, TaskBusy, run_task_now, start_restore_in_background, start_task_in_background
+from app.web import staged_upload
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
@@ -90,10 +93,70 @@ def backup_db():
     return jsonify(outcome.result["backup"].as_dict() | {"run_id": outcome.run.id}), 200
 
 
+def _backups_dir() -> Path:
+    return Path(current_app.config["BACKUPS_DIR"])
+
+
 @bp.get("/settings/backups")
 def backups():
-    """The backup files, newest first."""
-    return jsonify(backups=[backup_json(b, _timezone()) for b in list_backups(Path(current_app.config["BACKUPS_DIR"]))])
+    """The backup files, newest first, with the sha256 and last verification the catalogue holds."""
+    listed = catalogued_backups(get_db(), _backups_dir())
+    return jsonify(backups=[backup_json(backup, _timezone()) for backup in listed])
+
+
+@bp.get("/settings/backups/<name>")
+def download_backup(name: str):
+    """Download one backup by its exact name."""
+    try:
+        path = resolve_backup(_backups_dir(), name)
+    except BackupError:
+        abort(404)
+    return send_file(path, as_attachment=True, download_name=name, mimetype="application/vnd.sqlite3")
+
+
+@bp.delete("/settings/backups/<name>")
+def delete_backup(name: str):
+    """Delete one backup by its exact name."""
+    try:
+        delete_catalogued(get_db(), _backups_dir(), name)
+    except BackupError:
+        abort(404)
+    return jsonify(deleted=name), 200
+
+
+@bp.post("/settings/backups")
+def upload_backup():
+    """Upload a backup (multipart field ``file``): 201 when it passed every check; 400; 413."""
+    limit = current_app.config["MAX_UPLOAD_MB"]
+    try:
+        upload, staged = staged_upload("file", _backups_dir(), limit)
+    except RequestEntityTooLarge:
+        return jsonify(error=f"The file is larger than {limit} MB (MAX_UPLOAD_MB); nothing was kept."), 413
+    except BackupError as exc:
+        return jsonify(error=str(exc)), exc.status_code
+    if upload is None or staged is None or not upload.filename:
+        return jsonify(error='Send the backup as multipart/form-data in the field "file".'), 400
+    try:
+        backup = accept_upload(get_db(), _backups_dir(), staged)
+    except BackupError as exc:
+        return jsonify(error=str(exc)), 400 if exc.status_code < 500 else exc.status_code
+    listed = {entry.name: entry for entry in catalogued_backups(get_db(), _backups_dir())}
+    return jsonify(backup_json(listed[backup.name], _timezone())), 201
+
+
+@bp.post("/settings/backups/<name>/restore")
+def restore_backup(name: str):
+    """Restore a backup in the background after a safety backup: body ``{"confirm": "<name>"}``."""
+    body = _json_body()
+    if not isinstance(body, dict) or body.get("confirm") != name:
+        return jsonify(error=f'Confirm with the exact backup name: {{"confirm": "{name}"}}.'), 400
+    try:
+        run = start_restore_in_background(current_app.config, get_db(), name)
+    except BackupNotFound:
+        abort(404)
+    except TaskBusy as busy:
+        return jsonify(error=str(busy), running=run_json(busy.running, _timezone())), 409
+    return jsonify(run=run_json(run, _timezone())), 202
 
 
 @bp.get("/settings/scheduler")

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 from app.models import JobRun
-from app.services.backups import BackupFile
+from app.services.catalogue import CataloguedBackup
 from app.services.status import SchedulerHealth, TaskStatus
 
 
@@ -34,16 +34,19 @@ def run_json(run: JobRun | None, timezone: str) -> dict | None:
         "file": run.file,
         "size": run.size,
         "sha256": run.sha256,
+        "detail": run.detail,
     }
 
 
-def backup_json(backup: BackupFile, timezone: str) -> dict:
-    """One backup file."""
+def backup_json(backup: CataloguedBackup, timezone: str) -> dict:
+    """One backup file, with its sha256 and last verification when the catalogue has them."""
     return {
         "file": backup.name,
         "size": backup.size,
         "created_at": iso(backup.created_at, timezone),
         "kind": backup.kind,
+        "sha256": backup.sha256,
+        "verified_at": iso(backup.verified_at, timezone),
     }
 
 

@@ -26,9 +26,11 @@ from app.services.locks import FileLock
 
 log = logging.getLogger(__name__)
 
-KINDS = ("manual", "auto")
+# manual and auto are made by backups; uploaded by an upload; pre-restore is the safety
+# backup a restore takes first. Only auto backups are ever pruned.
+KINDS = ("manual", "auto", "uploaded", "pre-restore")
 # \Z, not $: "$" also matches before a trailing newline, admitting foreign names.
-BACKUP_NAME = re.compile(r"^backup-(\d{8}T\d{6}\.\d{6}Z)-(manual|auto)\.sqlite3\Z")
+BACKUP_NAME = re.compile(r"^backup-(\d{8}T\d{6}\.\d{6}Z)-(manual|auto|uploaded|pre-restore)\.sqlite3\Z")
 TEMP_PREFIX = ".backup-"
 TEMP_SUFFIX = ".tmp"
 # The temporary database and any journal SQLite may leave beside it after a crash.
@@ -128,11 +130,11 @@ def perform_sqlite_backup(
     the temporary file and leaves existing backups untouched. For ``kind="auto"``, older
     automatic backups beyond ``keep_last`` are pruned after success.
     """
-    if kind not in KINDS:
-        raise ValueError(f"kind must be one of {KINDS}")
+    if kind not in KINDS or kind == "uploaded":
+        raise ValueError(f"kind must be one of {KINDS} but uploaded")
     report = progress or (lambda phase, percent: None)
     started = time.monotonic()
-    _prepare_folder(backups_dir)
+    prepare_folder(backups_dir)
     remove_stale_temp_files(backups_dir)
     temp_path = backups_dir / f"{TEMP_PREFIX}{secrets.token_hex(8)}{TEMP_SUFFIX}"
     try:
@@ -141,7 +143,7 @@ def perform_sqlite_backup(
         report("verifying", None)
         digest, size = _verify_and_hash(temp_path)
         report("finalizing", None)
-        final_path, created_at = _publish(temp_path, backups_dir, kind)
+        final_path, created_at = publish_backup(temp_path, backups_dir, kind)
     except BackupError:
         raise
     except OSError as exc:
@@ -193,7 +195,7 @@ def delete_backup(backups_dir: Path, name: str) -> None:
         path.unlink()
     except FileNotFoundError:
         raise BackupNotFound(f"No backup named {name!r}.") from None
-    _fsync(backups_dir)
+    fsync_path(backups_dir)
 
 
 def prune_automatic_backups(backups_dir: Path, keep_last: int) -> list[str]:
@@ -207,7 +209,7 @@ def prune_automatic_backups(backups_dir: Path, keep_last: int) -> list[str]:
         except FileNotFoundError:
             continue
     if removed:
-        _fsync(backups_dir)
+        fsync_path(backups_dir)
         log.info("retention removed %d automatic backup(s)", len(removed))
     return removed
 
@@ -226,7 +228,8 @@ def remove_stale_temp_files(backups_dir: Path) -> list[str]:
     return removed
 
 
-def _prepare_folder(backups_dir: Path) -> None:
+def prepare_folder(backups_dir: Path) -> None:
+    """Create the backup folder (0700) if missing; a :class:`BackupTargetError` when it cannot hold files."""
     if backups_dir.exists() and not backups_dir.is_dir():
         raise BackupTargetError(f"The backup folder {backups_dir} is a file, not a folder.")
     try:
@@ -278,7 +281,7 @@ def _verify_and_hash(temp_path: Path) -> tuple[str, int]:
     # fsync waits on the disk while the other two use the CPU; in sequence after the hash it
     # added ~0.6 s per GiB (paired bench rounds: 3.9x -> 3.2x the time of cp + fsync).
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="backup-finish") as pool:
-        syncing = pool.submit(_fsync, temp_path)
+        syncing = pool.submit(fsync_path, temp_path)
         hashing = pool.submit(_sha256, temp_path)
         _verify(temp_path)
         syncing.result()
@@ -311,7 +314,7 @@ def _sha256(path: Path) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
-def _publish(temp_path: Path, backups_dir: Path, kind: str) -> tuple[Path, datetime]:
+def publish_backup(temp_path: Path, backups_dir: Path, kind: str) -> tuple[Path, datetime]:
     """Give the verified file its final name; link() never overwrites, so names stay unique."""
     while True:
         created_at = datetime.now(UTC)
@@ -320,7 +323,7 @@ def _publish(temp_path: Path, backups_dir: Path, kind: str) -> tuple[Path, datet
             os.link(temp_path, final_path)
         except FileExistsError:
             continue
-        _fsync(backups_dir)
+        fsync_path(backups_dir)
         return final_path, created_at
 
 
@@ -357,7 +360,7 @@ def _target_error(exc: OSError, backups_dir: Path) -> BackupError:
     return BackupTargetError(f"Writing to the backup folder {backups_dir} failed: {exc.strerror or exc}.")
 
 
-def _fsync(path: Path) -> None:
+def fsync_path(path: Path) -> None:
     """Flush a file, or a folder's entries (a rename or unlink), to the disk."""
     fd = os.open(path, os.O_RDONLY)
     try:

@@ -5,13 +5,18 @@ from __future__ import annotations
 import os
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import case, select, update
 
 from app.db import Database
 from app.models import JobRun, utcnow
 
-TRIGGERS = ("scheduled", "manual", "catch-up")
+TRIGGERS = ("scheduled", "manual", "catch-up", "restore")
 FINISHED = ("success", "failed", "interrupted", "missed")
+# SQLite rolls an unfinished copy back when the database is next opened: never a mix.
+INTERRUPTED_RESTORE = (
+    "The process running this restore stopped before it finished. The live data is either the previous data "
+    "or the restored backup, never a mix; a safety backup of the previous data was kept if one was made."
+)
 
 
 def start_run(db: Database, task: str, trigger: str, scheduled_for: datetime | None = None) -> JobRun:
@@ -49,7 +54,7 @@ def finish_run(db: Database, run_id: int, status: str, error: str | None = None,
         run.error = error
         run.finished_at = utcnow()
         run.phase = None
-        for key in ("file", "size", "sha256"):
+        for key in ("file", "size", "sha256", "detail"):
             if key in result:
                 setattr(run, key, result[key])
     return run
@@ -85,7 +90,10 @@ def mark_interrupted(db: Database, task: str) -> int:
                 status="interrupted",
                 finished_at=utcnow(),
                 phase=None,
-                error="The process running this backup stopped before it finished.",
+                error=case(
+                    (JobRun.trigger == "restore", INTERRUPTED_RESTORE),
+                    else_="The process running this backup stopped before it finished.",
+                ),
             )
         )
         return result.rowcount
@@ -98,12 +106,14 @@ def recent_runs(db: Database, task: str, limit: int = 20) -> list[JobRun]:
         return list(session.scalars(query))
 
 
-def latest_run(db: Database, task: str, status: str | None = None) -> JobRun | None:
-    """The newest run of a task, optionally only one with the given status."""
+def latest_run(db: Database, task: str, status: str | None = None, backups_only: bool = False) -> JobRun | None:
+    """The newest run of a task, optionally only one with the given status, or leaving out restores."""
     with db.session() as session:
         query = select(JobRun).where(JobRun.task == task)
         if status:
             query = query.where(JobRun.status == status)
+        if backups_only:
+            query = query.where(JobRun.trigger != "restore")
         return session.scalars(query.order_by(JobRun.id.desc()).limit(1)).first()
 
 

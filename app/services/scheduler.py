@@ -101,8 +101,8 @@ class SchedulerService:
         self.enabled: bool = bool(config["SCHEDULER_ENABLED"])
         self.timezone: str = config["SCHEDULER_TIMEZONE"]
         self.misfire_grace: int = int(config["SCHEDULER_MISFIRE_GRACE_SECONDS"])
-        database_path = Path(config["DATABASE_PATH"])
-        self._lock = FileLock(database_path.with_name(database_path.name + ".scheduler.lock"))
+        state_path = Path(config["STATE_DATABASE_PATH"])
+        self._lock = FileLock(state_path.with_name(state_path.name + ".scheduler.lock"))
         self._scheduler: BackgroundScheduler | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from werkzeug.datastructures import MultiDict
-from wtforms import Form, SelectChoice, SelectField, SelectMultipleField, StringField, ValidationError
+from werkzeug.datastructures import FileStorage, MultiDict
+from wtforms import FileField, Form, SelectChoice, SelectField, SelectMultipleField, StringField, ValidationError
 from wtforms.widgets import CheckboxInput, ListWidget
 
 from app.services.schedules import (
@@ -159,3 +159,27 @@ def formdata_from_json(payload) -> tuple[MultiDict | None, dict[str, list[str]]]
 
 def _type_name(expected: type) -> str:
     return {str: "a string", int: "a whole number", list: "a list"}[expected]
+
+
+class RestoreForm(Form):
+    """The restore confirmation: the user types the backup's name."""
+
+    confirm = StringField("Type the backup name to confirm")
+
+    def __init__(self, formdata=None, *, name: str, **kwargs) -> None:
+        super().__init__(formdata, **kwargs)
+        self.backup_name = name
+
+    def validate_confirm(self, field) -> None:
+        if (field.data or "").strip() != self.backup_name:
+            raise ValidationError(f"Type the backup's exact name, {self.backup_name}, to confirm the restore.")
+
+
+class UploadForm(Form):
+    """Upload a backup file to check and keep (restoring it is a separate step)."""
+
+    file = FileField("Backup file")
+
+    def validate_file(self, field) -> None:
+        if not isinstance(field.data, FileStorage) or not field.data.filename:
+            raise ValidationError("Choose a backup file to upload.")

@@ -5,17 +5,23 @@ from __future__ import annotations
 from pathlib import Path
 
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, send_file, url_for
+from werkzeug.datastructures import MultiDict
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from app.extensions import get_db
 from app.models import utcnow
 from app.services import runs
-from app.services.backups import BackupError, delete_backup, list_backups, resolve_backup
+from app.services.backup_checks import BackupCheckError
+from app.services.backups import BackupError, BackupNotFound, resolve_backup
+from app.services.catalogue import catalogued_backups, delete_catalogued
+from app.services.restore import preview_restore
 from app.services.scheduler import load_schedule, save_schedule
 from app.services.schedules import ScheduleError, build_trigger, describe, next_fire_times
 from app.services.status import task_status
-from app.settings.forms import NEVER_RUNS, ScheduleForm
-from app.tasks import TaskBusy, run_task_now, start_task_in_background
-from app.web import is_htmx, render_page_or_partial
+from app.services.uploads import accept_upload
+from app.settings.forms import NEVER_RUNS, RestoreForm, ScheduleForm, UploadForm
+from app.tasks import TaskBusy, run_task_now, start_restore_in_background, start_task_in_background
+from app.web import is_htmx, render_page_or_partial, staged_upload
 
 bp = Blueprint("settings", __name__, url_prefix="/settings")
 
@@ -44,13 +50,14 @@ def _context(needs: tuple[str, ...], **overrides) -> dict:
     config = current_app.config
     db = get_db()
     makers = {
-        "backups": lambda: list_backups(_backups_dir()),
+        "backups": lambda: catalogued_backups(db, _backups_dir()),
         "form": lambda: ScheduleForm.from_schedule(load_schedule(db, BACKUP_TASK)[0]),
         "status": lambda: task_status(config, db, BACKUP_TASK),
         "history": lambda: runs.recent_runs(db, BACKUP_TASK, HISTORY_LIMIT),
     }
     context = {
         "backups_dir": config["BACKUPS_DIR"],
+        "max_upload_mb": config["MAX_UPLOAD_MB"],
         "scheduler_enabled": config["SCHEDULER_ENABLED"],
         "timezone": config["SCHEDULER_TIMEZONE"],
         **overrides,
@@ -58,6 +65,8 @@ def _context(needs: tuple[str, ...], **overrides) -> dict:
     for name in needs:
         if name not in context:
             context[name] = makers[name]()
+    if "backups" in context:
+        context.setdefault("upload_form", UploadForm())
     if "form" in context and "preview" not in context:
         context["preview"] = _preview(context["form"])
     return context
@@ -78,7 +87,7 @@ def _respond(partial: str, status: int = 200, message: tuple[str, str] | None = 
         if event:
             response.headers["HX-Trigger"] = event
         return response
-    if status >= 400 and "form" in ctx:
+    if status >= 400 and ("form" in ctx or "upload_form" in ctx):
         return render_template("settings/index.html", toast=message, **_context(PAGE_NEEDS, **ctx)), status
     if message:
         flash(message[1], message[0])
@@ -134,10 +143,77 @@ def confirm_delete_backup(name: str):
 def delete_backup_file(name: str):
     """Delete one backup."""
     try:
-        delete_backup(_backups_dir(), name)
+        delete_catalogued(get_db(), _backups_dir(), name)
     except BackupError:
         abort(404)
     return _respond("settings/_backups.html", 200, ("success", f"Backup {name} deleted."))
+
+
+@bp.post("/backups/upload")
+def upload_backup():
+    """ "Upload backup": stream the file into the backup folder, check it, keep it (no restore yet)."""
+    limit = current_app.config["MAX_UPLOAD_MB"]
+    try:
+        upload, staged = staged_upload("file", _backups_dir(), limit)
+    except RequestEntityTooLarge:
+        form = UploadForm()
+        form.file.errors = [f"The file is larger than {limit} MB (MAX_UPLOAD_MB); nothing was kept."]
+        return _respond("settings/_backups.html", 413, ("error", form.file.errors[0]), upload_form=form)
+    except BackupError as exc:  # the backup folder cannot hold the upload
+        form = UploadForm()
+        form.file.errors = [str(exc)]
+        return _respond("settings/_backups.html", 422, ("error", str(exc)), upload_form=form)
+    form = UploadForm(MultiDict({"file": upload}) if upload is not None else None)
+    if not form.validate() or staged is None:
+        message = ("error", "Nothing was uploaded: choose a backup file first.")
+        return _respond("settings/_backups.html", 422, message, upload_form=form)
+    try:
+        backup = accept_upload(get_db(), _backups_dir(), staged)
+    except BackupError as exc:
+        form.file.errors = [f"{upload.filename}: {exc}"]
+        message = ("error", f"The upload was refused and nothing was kept: {exc}")
+        return _respond("settings/_backups.html", 422, message, upload_form=form)
+    message = f"Uploaded {upload.filename} as {backup.name}: it passed every check. Restore it from the list."
+    return _respond("settings/_backups.html", 201, ("success", message))
+
+
+@bp.get("/backups/<name>/restore")
+def confirm_restore(name: str):
+    """The restore confirmation page: what changes, and the name to type."""
+    return _restore_page(name, RestoreForm(name=name))
+
+
+@bp.post("/backups/<name>/restore")
+def restore(name: str):
+    """ "Restore this backup": check the typed name, then start the restore in the background."""
+    form = RestoreForm(request.form, name=name)
+    if not form.validate():
+        return _restore_page(name, form, 422)
+    try:
+        run = start_restore_in_background(current_app.config, get_db(), name)
+    except BackupNotFound:
+        abort(404)
+    except TaskBusy as busy:
+        form.confirm.errors = [f"{busy} Wait for it to finish, then try again."]
+        return _restore_page(name, form, 409)
+    flash(
+        f"Restoring {name} (run #{run.id}): a safety backup of the current data is taken first, "
+        "so this restore can be undone.",
+        "info",
+    )
+    return redirect(url_for("settings.index", _anchor="schedule-status"))
+
+
+def _restore_page(name: str, form: RestoreForm, status: int = 200):
+    try:
+        preview = preview_restore(Path(current_app.config["DATABASE_PATH"]), _backups_dir(), name)
+        problem = None
+    except BackupNotFound:
+        abort(404)
+    except BackupCheckError as exc:
+        preview, problem, status = None, str(exc), 400
+    page = render_template("settings/confirm_restore.html", name=name, form=form, preview=preview, problem=problem)
+    return page, status
 
 
 @bp.get("/schedule/fields")

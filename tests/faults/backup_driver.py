@@ -67,14 +67,14 @@ def _install_stop_point(point: str) -> None:
 
         runs.report_progress = record_then_freeze
     elif point == "published":
-        publish = backups._publish
+        publish = backups.publish_backup
 
         def publish_then_freeze(*args):
             published = publish(*args)
             _freeze()
             return published
 
-        backups._publish = publish_then_freeze
+        backups.publish_backup = publish_then_freeze
 
 
 if __name__ == "__main__":

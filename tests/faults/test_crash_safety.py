@@ -81,7 +81,7 @@ def app(instance, make_app):
 @pytest.fixture
 def watch(instance):
     """A plain SQLite connection to read ``job_run`` while another process writes it."""
-    connection = sqlite3.connect(instance / "app.db", timeout=10, isolation_level=None)
+    connection = sqlite3.connect(instance / "state.db", timeout=10, isolation_level=None)
     yield connection
     connection.close()
 
@@ -207,7 +207,7 @@ def test_backup_killed_at_any_point_leaves_only_verified_backups_and_the_next_ru
 
 
 def query(instance: Path, sql: str, *args) -> list[tuple]:
-    connection = sqlite3.connect(instance / "app.db", timeout=10)
+    connection = sqlite3.connect(instance / "state.db", timeout=10)
     try:
         return connection.execute(sql, args).fetchall()
     finally:

@@ -77,7 +77,7 @@ def test_exclusive_lock_cannot_be_taken_while_the_app_has_its_database_open(make
     assert client.post("/api/v1/settings/backup-db").status_code == 200
     assert app.extensions["db"].engine.pool.checkedin() >= 1  # the app keeps a connection open
 
-    holder = holders(Path(app.config["DATABASE_PATH"]), hold=30)
+    holder = holders(Path(app.config["STATE_DATABASE_PATH"]), hold=30)
 
     assert not holder.acquired
     assert holder.answer == "failed: database is locked"
@@ -101,7 +101,7 @@ def test_exclusive_lock_taken_before_the_app_connects_fails_requests_after_the_a
     db = app.extensions["db"]
     backups_dir = Path(app.config["BACKUPS_DIR"])
     db.dispose()  # as when no connection is open yet: only then can another process take the lock
-    holder = holders(Path(app.config["DATABASE_PATH"]), hold=60)
+    holder = holders(Path(app.config["STATE_DATABASE_PATH"]), hold=60)
     assert holder.acquired
 
     def timed(method: str, path: str, **kwargs):
@@ -130,7 +130,7 @@ def test_exclusive_lock_released_within_the_app_busy_timeout_backup_waits_and_su
     """The wait is the app's own 10 s (recording the run), not the backup's 1 s."""
     app = make_app(BACKUP_BUSY_TIMEOUT_SECONDS="1")
     app.extensions["db"].dispose()
-    holder = holders(Path(app.config["DATABASE_PATH"]), hold=2)
+    holder = holders(Path(app.config["STATE_DATABASE_PATH"]), hold=2)
     assert holder.acquired
     started = time.monotonic()
 
@@ -159,7 +159,7 @@ def test_write_transaction_held_past_the_app_busy_timeout_does_not_fail_the_back
     app = make_app()
     db = app.extensions["db"]
     run, lock = claim_task(app.config, db, TASK, "manual")
-    holder = holders(Path(app.config["DATABASE_PATH"]), hold=1.8, exclusive=False)
+    holder = holders(Path(app.config["STATE_DATABASE_PATH"]), hold=1.8, exclusive=False)
     assert holder.acquired
 
     outcome = complete_task(app.config, db, run, lock)
@@ -167,7 +167,7 @@ def test_write_transaction_held_past_the_app_busy_timeout_does_not_fail_the_back
     assert outcome.error is None, outcome.error
     stored = stored_run(app, run.id)
     assert (stored.status, stored.error) == ("success", None)
-    assert integrity_and_rows(Path(app.config["BACKUPS_DIR"]) / stored.file, "job_run")[0] == "ok"
+    assert integrity_and_rows(Path(app.config["BACKUPS_DIR"]) / stored.file, "sqlite_master")[0] == "ok"
 
 
 @pytest.mark.slow
@@ -180,7 +180,7 @@ def test_outcome_is_recorded_when_another_writer_still_holds_the_database_as_the
     run, lock = claim_task(app.config, db, TASK, "manual")
     # Three progress writes (1 s each, skipped) and the first try to record the outcome
     # all meet the writer; the outcome is recorded once it commits.
-    holder = holders(Path(app.config["DATABASE_PATH"]), hold=6, exclusive=False)
+    holder = holders(Path(app.config["STATE_DATABASE_PATH"]), hold=6, exclusive=False)
     assert holder.acquired
     started = time.monotonic()
 

@@ -63,7 +63,7 @@ def assert_succeeded(app, outcome, folder: Path) -> Path:
     stored = stored_run(app, outcome.run.id)
     assert (stored.status, stored.error) == ("success", None)
     path = folder / stored.file
-    assert integrity_and_rows(path, "job_run")[0] == "ok"
+    assert integrity_and_rows(path, "sqlite_master")[0] == "ok"
     assert temp_files(folder) == []
     return path
 
@@ -242,7 +242,7 @@ def assert_http_backup_succeeds(server: GunicornServer) -> Path:
     status, body = server.request("POST", "/api/v1/settings/backup-db")
     assert status == 200, body
     path = backups_folder(server) / body["file"]
-    assert integrity_and_rows(path, "job_run")[0] == "ok"
+    assert integrity_and_rows(path, "sqlite_master")[0] == "ok"
     assert temp_files(backups_folder(server)) == []
     return path
 

@@ -200,7 +200,7 @@ def test_with_the_scheduler_switched_off_a_schedule_without_heartbeat_is_not_deg
 def test_an_unreadable_database_answers_503_with_the_reason(app, client):
     db = app.extensions["db"]
     db.dispose()
-    database = Path(app.config["DATABASE_PATH"])
+    database = Path(app.config["STATE_DATABASE_PATH"])
     for side_file in (database.with_name(database.name + "-wal"), database.with_name(database.name + "-shm")):
         side_file.unlink(missing_ok=True)
     database.write_bytes(b"this is not a SQLite database" * 200)

@@ -86,7 +86,7 @@ def test_leader_lock_is_freed_when_the_leading_process_is_killed(app, services):
             "-c",
             "import fcntl, sys, time; f = open(sys.argv[1], 'a'); fcntl.flock(f, fcntl.LOCK_EX);"
             " print('locked', flush=True); time.sleep(60)",
-            app.config["DATABASE_PATH"] + ".scheduler.lock",
+            app.config["STATE_DATABASE_PATH"] + ".scheduler.lock",
         ],
         stdout=subprocess.PIPE,
         text=True,

@@ -1,0 +1,92 @@
+"""The backup catalogue in the state database: each file's kind, size, sha256 and last verification.
+
+The folder stays the truth of which backups exist (an operator may delete or copy files
+by hand); the catalogue adds what was measured when each was made or checked.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from sqlalchemy import delete, select
+
+from app.db import Database
+from app.models import BackupRecord, utcnow
+from app.services.backups import BackupFile, delete_backup, list_backups
+
+
+@dataclass(frozen=True)
+class CataloguedBackup:
+    """A backup file with what the catalogue knows of it (None: made before the catalogue)."""
+
+    name: str
+    size: int
+    created_at: datetime
+    kind: str
+    sha256: str | None
+    verified_at: datetime | None
+
+
+def record_backup(
+    db: Database, name: str, kind: str, size: int, sha256: str, created_at: datetime, verified: bool = True
+) -> None:
+    """Add (or replace) the entry of a file just made and verified."""
+    with db.writer() as session:
+        session.merge(
+            BackupRecord(
+                name=name,
+                kind=kind,
+                size=size,
+                sha256=sha256,
+                created_at=created_at,
+                verified_at=utcnow() if verified else None,
+            )
+        )
+
+
+def mark_verified(db: Database, name: str) -> None:
+    """Note that the file passed its checks again just now."""
+    with db.writer() as session:
+        record = session.get(BackupRecord, name)
+        if record is not None:
+            record.verified_at = utcnow()
+
+
+def forget_backup(db: Database, name: str) -> None:
+    """Drop the entry of a deleted file."""
+    with db.writer() as session:
+        session.execute(delete(BackupRecord).where(BackupRecord.name == name))
+
+
+def recorded_sha256(db: Database, name: str) -> str | None:
+    """The sha256 recorded when the file was made, if it was."""
+    with db.session() as session:
+        return session.scalar(select(BackupRecord.sha256).where(BackupRecord.name == name))
+
+
+def catalogued_backups(db: Database, backups_dir: Path) -> list[CataloguedBackup]:
+    """The files in the folder, newest first, with their catalogue entries."""
+    files = list_backups(backups_dir)
+    with db.session() as session:
+        records = {record.name: record for record in session.scalars(select(BackupRecord))}
+    return [_merge(backup, records.get(backup.name)) for backup in files]
+
+
+def _merge(backup: BackupFile, record: BackupRecord | None) -> CataloguedBackup:
+    known = record is not None and record.size == backup.size
+    return CataloguedBackup(
+        name=backup.name,
+        size=backup.size,
+        created_at=backup.created_at,
+        kind=backup.kind,
+        sha256=record.sha256 if known else None,
+        verified_at=record.verified_at if known else None,
+    )
+
+
+def delete_catalogued(db: Database, backups_dir: Path, name: str) -> None:
+    """Delete a backup file by its exact name, and its catalogue entry."""
+    delete_backup(backups_dir, name)
+    forget_backup(db, name)
