@@ -29,7 +29,7 @@ from app.services.backups import (
     resolve_backup,
 )
 from app.services.locks import FileLock
-from app.services.restore import restore_backup
+from app.services.restore import remove_restore_leftovers, restore_backup
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +105,8 @@ def _restore_body(name: str) -> Callable[[TaskContext], dict]:
 
 
 def _backup_recover(config: Mapping) -> list[str]:
-    return remove_stale_temp_files(Path(config["BACKUPS_DIR"]))
+    backups_dir = Path(config["BACKUPS_DIR"])
+    return remove_stale_temp_files(backups_dir) + remove_restore_leftovers(backups_dir)
 
 
 def _backup_lock(config: Mapping) -> FileLock:

@@ -87,7 +87,7 @@ def backup_db():
     try:
         outcome = run_task_now(current_app.config, get_db(), BACKUP_TASK)
     except TaskBusy as busy:
-        return jsonify(error="A backup is already running.", running=run_json(busy.running, _timezone())), 409
+        return jsonify(error=str(busy), running=run_json(busy.running, _timezone())), 409
     if outcome.error is not None:
         return jsonify(error=str(outcome.error), run=run_json(outcome.run, _timezone())), outcome.error.status_code
     return jsonify(outcome.result["backup"].as_dict() | {"run_id": outcome.run.id}), 200
@@ -206,7 +206,7 @@ def run_backup():
     try:
         run = start_task_in_background(current_app.config, get_db(), BACKUP_TASK)
     except TaskBusy as busy:
-        return jsonify(error="A backup is already running.", running=run_json(busy.running, _timezone())), 409
+        return jsonify(error=str(busy), running=run_json(busy.running, _timezone())), 409
     return jsonify(run=run_json(run, _timezone())), 202
 
 

@@ -149,8 +149,7 @@ def perform_sqlite_backup(
     except OSError as exc:
         raise _target_error(exc, backups_dir) from exc
     finally:
-        for path in (temp_path, *(Path(f"{temp_path}{side}") for side in SQLITE_SIDE_FILES)):
-            _unlink_quietly(path)
+        remove_with_side_files(temp_path)
     pruned = prune_automatic_backups(backups_dir, keep_last) if kind == "auto" and keep_last else ()
     duration_ms = round((time.monotonic() - started) * 1000)
     log.info("backup %s written: %d bytes in %d ms", final_path.name, size, duration_ms)
@@ -367,6 +366,12 @@ def fsync_path(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def remove_with_side_files(path: Path) -> None:
+    """Remove a temporary database and any journal SQLite left beside it."""
+    for leftover in (path, *(Path(f"{path}{side}") for side in SQLITE_SIDE_FILES)):
+        _unlink_quietly(leftover)
 
 
 def _unlink_quietly(path: Path) -> None:

@@ -33,11 +33,11 @@ from app.services.backup_checks import (
 )
 from app.services.backups import (
     COPY_STEP_PAGES,
-    TEMP_PREFIX,
     TEMP_SUFFIX,
     BackupError,
     BackupResult,
     perform_sqlite_backup,
+    remove_with_side_files,
     resolve_backup,
 )
 from app.services.data_database import open_read_only, read_schema
@@ -45,6 +45,8 @@ from app.services.data_database import open_read_only, read_schema
 log = logging.getLogger(__name__)
 
 Progress = Callable[[str, int | None], None]
+# Not the backups' temporary prefix: the safety backup clears those while this one is in use.
+STAGE_PREFIX = ".restore-"
 BUSY_CODES = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 
 
@@ -104,7 +106,7 @@ def restore_backup(
 ) -> RestoreResult:
     """Replace the live data with the backup ``name``; raise :class:`BackupError` if it did not happen."""
     path = resolve_backup(backups_dir, name)
-    staged = backups_dir / f"{TEMP_PREFIX}restore-{secrets.token_hex(8)}{TEMP_SUFFIX}"
+    staged = backups_dir / f"{STAGE_PREFIX}{secrets.token_hex(8)}{TEMP_SUFFIX}"
     try:
         report("checking", None)
         source, digest = _checked_source(path, staged, data_path, db, name)
@@ -127,9 +129,7 @@ def restore_backup(
         if problem:
             _roll_back(safety, data_path, busy_timeout, report, f"the restored database failed its check ({problem})")
     finally:
-        for leftover in (staged, *(Path(f"{staged}{side}") for side in ("-journal", "-wal", "-shm"))):
-            with contextlib.suppress(FileNotFoundError):
-                leftover.unlink()
+        remove_with_side_files(staged)
     log.info("restored %s into %s (safety backup %s)", name, data_path, safety.name)
     return RestoreResult(name, path.stat().st_size, digest, safety)
 
@@ -211,3 +211,15 @@ def _roll_back(safety: BackupResult, data_path: Path, busy_timeout: float, repor
     raise RestoreError(
         f"The restore failed: {why}. The live data was put back from the safety backup {safety.name}; nothing was lost."
     )
+
+
+def remove_restore_leftovers(backups_dir: Path) -> list[str]:
+    """Remove staged copies a killed restore left behind (call while holding the backup lock)."""
+    try:
+        leftovers = [path for path in backups_dir.iterdir() if path.name.startswith(STAGE_PREFIX)]
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    for path in leftovers:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+    return [path.name for path in leftovers]

@@ -2,10 +2,10 @@
 
 Stage 1 kept schedules, history, the leader heartbeat and APScheduler's job store in the
 database it backs up. A restore would then rewind them, and APScheduler unpickles its
-job rows, so a restored or uploaded file could run code. At the first start of this
-version, under the state database's init lock, the rows are copied (committed together
-with a marker), then the tables are dropped from the data database. A crash between the
-two steps only repeats the drop. Job rows are copied only when a restricted unpickler
+job rows, so a restored or uploaded file could run code. At the first start on a new
+state database, under its init lock, the rows are copied (committed together with a
+marker), then the tables are dropped from the data database. A crash between the two
+steps only repeats the drop; later starts never look again. Job rows are copied only when a restricted unpickler
 proves they hold nothing but a trigger and one of our own entry points.
 """
 
@@ -19,10 +19,10 @@ from collections.abc import Mapping
 from contextlib import closing
 from pathlib import Path
 
-from sqlalchemy import text
+from sqlalchemy import select, text
 
 from app.db import Database
-from app.models import StateMeta, utcnow
+from app.models import StateMeta
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +30,8 @@ JOBS_TABLE = "apscheduler_jobs"
 # Parents before children does not matter (no foreign keys); job rows last, they are checked.
 LEGACY_TABLES = ("schedule_config", "job_run", "scheduler_state", JOBS_TABLE)
 MOVED_MARKER = "state_moved_from_data_database"
+DONE = "done"
+DROP_PREFIX = "drop:"
 TRIGGER_MODULES = ("apscheduler.triggers.", "app.services.schedules", "app.services.cron")
 PLAIN_GLOBALS = {
     ("datetime", "datetime"),
@@ -40,29 +42,39 @@ PLAIN_GLOBALS = {
 
 
 def move_state_tables(data_path: Path, state: Database, job_refs: Mapping[str, str]) -> dict[str, int]:
-    """Move legacy scheduler tables from ``data_path`` into ``state``; return rows copied per table.
+    """At the first start on this state database, move legacy tables out of ``data_path``.
 
-    ``job_refs`` maps task ids to their entry points; a stored job naming anything else is
-    dropped. Safe to call on every start: it does nothing once the tables are gone.
+    Returns the rows copied per table. ``job_refs`` maps task ids to their entry points; a
+    stored job naming anything else is dropped. Only the first start looks: a stage-1
+    backup restored later keeps its old tables as data, and nothing is read from them.
     """
-    if not data_path.is_file() or not _legacy_tables(data_path):
+    if _marker(state) == DONE:
         return {}
     copied: dict[str, int] = {}
     with state.init_lock():
-        legacy = _legacy_tables(data_path)
-        if not legacy:
-            return {}
-        with state.writer() as session:
-            moved = session.get(StateMeta, MOVED_MARKER) is not None
-            if not moved:
-                copied = _copy_rows(session, data_path, legacy, job_refs)
-                if "job_run" in copied:
-                    session.execute(CATALOGUE_FROM_HISTORY)
-                session.add(StateMeta(key=MOVED_MARKER, value=utcnow().isoformat()))
-        _drop_tables(data_path, legacy)
+        marker = _marker(state)
+        if marker is None:
+            legacy = _legacy_tables(data_path) if data_path.is_file() else []
+            with state.writer() as session:
+                if legacy:
+                    copied = _copy_rows(session, data_path, legacy, job_refs)
+                    if "job_run" in copied:
+                        session.execute(CATALOGUE_FROM_HISTORY)
+                # Committed with the rows: a crash before the drop only repeats the drop.
+                marker = f"{DROP_PREFIX}{','.join(legacy)}" if legacy else DONE
+                session.add(StateMeta(key=MOVED_MARKER, value=marker))
+        if marker.startswith(DROP_PREFIX):
+            _drop_tables(data_path, [name for name in marker.removeprefix(DROP_PREFIX).split(",") if name])
+            with state.writer() as session:
+                session.get(StateMeta, MOVED_MARKER).value = DONE
     if copied:
         log.info("moved the scheduler's tables out of %s: %s", data_path, copied)
     return copied
+
+
+def _marker(state: Database) -> str | None:
+    with state.session() as session:
+        return session.scalar(select(StateMeta.value).where(StateMeta.key == MOVED_MARKER))
 
 
 def _legacy_tables(data_path: Path) -> list[str]:
@@ -97,6 +109,8 @@ def _copy_rows(session, data_path: Path, tables: list[str], job_refs: Mapping[st
 
 
 def _drop_tables(data_path: Path, tables: list[str]) -> None:
+    if not tables or not data_path.is_file():
+        return
     with closing(sqlite3.connect(data_path, timeout=30, isolation_level=None)) as conn:
         conn.execute("BEGIN IMMEDIATE")
         for table in tables:

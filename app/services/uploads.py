@@ -6,7 +6,6 @@ fails a check is deleted and the error says why in words a person understands.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import secrets
 from pathlib import Path
@@ -15,7 +14,7 @@ from typing import BinaryIO
 from app.db import Database
 from app.services import catalogue
 from app.services.backup_checks import BackupCheckError, check_database, read_header, sha256_of
-from app.services.backups import BackupResult, fsync_path, prepare_folder, publish_backup
+from app.services.backups import BackupResult, fsync_path, prepare_folder, publish_backup, remove_with_side_files
 
 UPLOAD_PREFIX = ".upload-"
 UPLOAD_SUFFIX = ".tmp"
@@ -54,6 +53,4 @@ def accept_upload(db: Database, backups_dir: Path, staged: Path) -> BackupResult
 
 def discard_upload(staged: Path) -> None:
     """Remove a staged upload and anything SQLite may have left beside it."""
-    for path in (staged, *(Path(f"{staged}{side}") for side in ("-journal", "-wal", "-shm"))):
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
+    remove_with_side_files(staged)

@@ -111,8 +111,8 @@ def backup_now():
     """ "Backup DB now": a manual backup, taken while the request waits."""
     try:
         outcome = run_task_now(current_app.config, get_db(), BACKUP_TASK)
-    except TaskBusy:
-        return _respond("settings/_backups.html", 409, ("error", "A backup is already running."))
+    except TaskBusy as busy:
+        return _respond("settings/_backups.html", 409, ("error", str(busy)))
     if outcome.error is not None:
         return _respond("settings/_backups.html", 200, ("error", f"Backup failed: {outcome.error}"), "backup-finished")
     message = f"Backup {outcome.result['file']} created and verified."
@@ -269,8 +269,8 @@ def run_backup_now():
         abort(404)
     try:
         run = start_task_in_background(current_app.config, get_db(), BACKUP_TASK)
-    except TaskBusy:
-        return _respond("settings/_schedule_status.html", 409, ("error", "A backup is already running."))
+    except TaskBusy as busy:
+        return _respond("settings/_schedule_status.html", 409, ("error", str(busy)))
     message = ("info", f"Backup started (run #{run.id}).")
     return _respond("settings/_schedule_status.html", 202, message)
 
