@@ -27,19 +27,32 @@ CONTENT_SECURITY_POLICY = "; ".join(
 )
 
 
-class StagingRequest(Request):
-    """A request whose uploaded files stream straight into the backup folder, not into /tmp.
+# Routes whose multipart files stream into the backup folder (the CSRF check may parse the
+# body before the route runs, so the request itself must know where files go).
+UPLOAD_ENDPOINTS = frozenset({"settings.upload_backup", "api.upload_backup"})
 
-    Only a route that calls :func:`staged_upload` sets ``upload_folder``; every staged
-    file it has not handed on is removed when the request ends, also after a 413.
+
+class StagingRequest(Request):
+    """A request whose uploaded backup streams straight into the backup folder, not into /tmp.
+
+    Only for :data:`UPLOAD_ENDPOINTS`, which also get ``MAX_UPLOAD_MB`` as their size limit;
+    every staged file not handed on is removed when the request ends, also after a 413.
     """
 
-    upload_folder: Path | None = None
+    @property
+    def is_backup_upload(self) -> bool:
+        return self.endpoint in UPLOAD_ENDPOINTS
+
+    @property
+    def max_content_length(self) -> int | None:
+        if self.is_backup_upload:
+            return current_app.config["MAX_UPLOAD_MB"] * 1024 * 1024
+        return super().max_content_length
 
     def _get_file_stream(self, total_content_length, content_type, filename=None, content_length=None):
-        if self.upload_folder is None:
+        if not self.is_backup_upload:
             return super()._get_file_stream(total_content_length, content_type, filename, content_length)
-        path, handle = open_staged_upload(self.upload_folder)
+        path, handle = open_staged_upload(Path(current_app.config["BACKUPS_DIR"]))
         self.__dict__.setdefault("staged_paths", {})[id(handle)] = path
         return handle
 
@@ -49,16 +62,16 @@ class StagingRequest(Request):
             discard_upload(path)
 
 
-def staged_upload(field: str, folder: Path, max_megabytes: int) -> tuple[FileStorage | None, Path | None]:
-    """Receive the multipart file ``field`` into ``folder`` (413 above ``max_megabytes``).
+def staged_upload(field: str) -> tuple[FileStorage | None, Path | None]:
+    """The multipart file ``field`` of a backup upload and the path of its staged, closed file.
 
-    Returns the upload and the path of its staged, fully written and closed file.
+    Raises ``RequestEntityTooLarge`` above ``MAX_UPLOAD_MB``, and :class:`BackupTargetError`
+    when the backup folder cannot hold it.
     """
-    request.upload_folder = folder
-    request.max_content_length = max_megabytes * 1024 * 1024
     upload = request.files.get(field)
-    staged = request.__dict__.get("staged_paths", {}) if upload is not None else {}
-    path = staged.get(id(upload.stream)) if upload is not None else None
+    if upload is None:
+        return None, None
+    path = request.__dict__.get("staged_paths", {}).get(id(upload.stream))
     if path is not None:
         upload.stream.close()
     return upload, path

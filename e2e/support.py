@@ -16,7 +16,7 @@ from tests.support.server import GunicornServer
 # GunicornServer runs every app with SCHEDULER_TIMEZONE=Europe/Berlin.
 ZONE = ZoneInfo("Europe/Berlin")
 ZONE_ABBREVIATION = re.compile(r"\bCES?T\b")
-BACKUP_NAME = re.compile(r"backup-\d{8}T\d{6}\.\d{6}Z-(manual|auto)\.sqlite3")
+BACKUP_NAME = re.compile(r"backup-\d{8}T\d{6}\.\d{6}Z-(manual|auto|uploaded|pre-restore)\.sqlite3")
 # What Chromium logs for an answer htmx swaps on purpose (409 busy, 422 invalid form).
 EXPECTED_STATUS_ERROR = re.compile(r"status of (409|422) ")
 

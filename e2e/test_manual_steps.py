@@ -10,8 +10,10 @@ from __future__ import annotations
 import itertools
 import re
 import shutil
+import sqlite3
 import stat
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import pytest
 from playwright.sync_api import expect
@@ -42,6 +44,7 @@ from e2e.support import (
     unexpected_console_errors,
     wait_until_applied,
 )
+from tests.support.data import fill_items
 
 # Enough data that a backup takes over a second here, so "Running since" can be seen.
 BALLAST_MEGABYTES = 400
@@ -373,3 +376,90 @@ def test_step_12_delete_a_backup(live_server, page):
     assert not (folder / doomed).exists()
     assert (folder / keep).exists()
     assert page.console_errors == []
+
+
+def data_labels(server) -> list[str]:
+    """The labels of the rows in the live data's ``item`` table."""
+    with sqlite3.connect(server.instance / "app.db") as conn:
+        labels = [row[0] for row in conn.execute("SELECT label FROM item ORDER BY id")]
+    conn.close()
+    return labels
+
+
+def restore_through_the_page(page, name: str, screenshots: Path | None = None) -> None:
+    """Click "Restore" on ``name``'s row, type its name, confirm; wait for "Restore finished"."""
+    backup_rows(page).filter(has_text=name).get_by_role("link", name=f"Restore {name}").click()
+    expect(page.get_by_role("heading", name="Restore backup?", level=1)).to_be_visible()
+    field = page.get_by_label("Type the backup name to confirm")
+    field.fill("backup")
+    page.get_by_role("button", name="Restore this backup").click()
+    expect(page.locator("#confirm-error")).to_contain_text(f"Type the backup's exact name, {name}")
+    expect(field).to_have_value("backup")
+    if screenshots is not None:
+        for width in (1280, 360):
+            page.set_viewport_size({"width": width, "height": 900})
+            page.screenshot(path=screenshots / f"restore-confirm-{width}.png", full_page=True)
+    field.fill(name)
+    page.get_by_role("button", name="Restore this backup").click()
+    expect(toasts(page)).to_contain_text(f"Restoring {name}")
+    expect(toasts(page)).to_contain_text(
+        f"Restore finished: {name}. Safety backup of the previous data:", timeout=30_000
+    )
+    expect(status_value(page, "Last result")).to_contain_text(f"Restored {name}")
+
+
+def test_step_13_restore_a_listed_backup(live_server, page, pytestconfig):
+    fill_items(live_server.instance / "app.db", 3, label="backed up")
+    name = make_backup(live_server)
+    fill_items(live_server.instance / "app.db", 2, label="added later")
+    open_settings(page, live_server)
+    folder = pytestconfig.rootpath / pytestconfig.getoption("--output") / "screenshots"
+    folder.mkdir(parents=True, exist_ok=True)
+
+    restore_through_the_page(page, name, screenshots=folder)
+
+    assert data_labels(live_server) == ["backed up"] * 3
+    safety = backup_rows(page).filter(has_text="pre-restore")
+    expect(safety).to_have_count(1)
+    expect(safety).to_contain_text("Safety (before a restore)")
+    expect(history_rows(page).first).to_contain_text("Restore")
+    for width in (1280, 360):
+        page.set_viewport_size({"width": width, "height": 900})
+        page.screenshot(path=folder / f"restore-finished-{width}.png", full_page=True)
+    assert unexpected_console_errors(page) == []
+
+
+def test_step_14_upload_and_restore(live_server, page, tmp_path):
+    fill_items(live_server.instance / "app.db", 4, label="live")
+    mine = tmp_path / "from-another-machine.sqlite3"
+    fill_items(mine, 6, label="uploaded")
+    open_settings(page, live_server)
+
+    page.get_by_label("Backup file").set_input_files(str(mine))
+    page.get_by_role("button", name="Upload backup").click()
+
+    expect(toasts(page)).to_contain_text("passed every check")
+    uploaded = backup_rows(page).filter(has_text="-uploaded.sqlite3")
+    expect(uploaded).to_have_count(1)
+    expect(uploaded).to_contain_text("Uploaded")
+    name = BACKUP_NAME.search(uploaded.inner_text()).group(0)
+    restore_through_the_page(page, name)
+    assert data_labels(live_server) == ["uploaded"] * 6
+    assert unexpected_console_errors(page) == []
+
+
+def test_step_15_a_refused_garbage_upload(live_server, page, tmp_path):
+    kept = make_backup(live_server)
+    garbage = tmp_path / "notes.txt"
+    garbage.write_text("these are not the backups you are looking for\n" * 100)
+    open_settings(page, live_server)
+
+    page.get_by_label("Backup file").set_input_files(str(garbage))
+    page.get_by_role("button", name="Upload backup").click()
+
+    expect(page.locator("#file-error")).to_contain_text("notes.txt: The file is not a SQLite database")
+    expect(page.get_by_label("Backup file")).to_have_attribute("aria-invalid", "true")
+    expect(alerts(page)).to_contain_text("The upload was refused and nothing was kept")
+    expect(backup_rows(page)).to_have_count(1)
+    expect(backup_rows(page).filter(has_text=kept)).to_have_count(1)
+    assert sorted(path.name for path in (live_server.instance / "backups").iterdir()) == [kept]

@@ -127,10 +127,10 @@ def delete_backup(name: str):
 @bp.post("/settings/backups")
 def upload_backup():
     """Upload a backup (multipart field ``file``): 201 when it passed every check; 400; 413."""
-    limit = current_app.config["MAX_UPLOAD_MB"]
     try:
-        upload, staged = staged_upload("file", _backups_dir(), limit)
+        upload, staged = staged_upload("file")
     except RequestEntityTooLarge:
+        limit = current_app.config["MAX_UPLOAD_MB"]
         return jsonify(error=f"The file is larger than {limit} MB (MAX_UPLOAD_MB); nothing was kept."), 413
     except BackupError as exc:
         return jsonify(error=str(exc)), exc.status_code

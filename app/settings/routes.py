@@ -152,29 +152,40 @@ def delete_backup_file(name: str):
 @bp.post("/backups/upload")
 def upload_backup():
     """ "Upload backup": stream the file into the backup folder, check it, keep it (no restore yet)."""
-    limit = current_app.config["MAX_UPLOAD_MB"]
-    try:
-        upload, staged = staged_upload("file", _backups_dir(), limit)
-    except RequestEntityTooLarge:
-        form = UploadForm()
-        form.file.errors = [f"The file is larger than {limit} MB (MAX_UPLOAD_MB); nothing was kept."]
-        return _respond("settings/_backups.html", 413, ("error", form.file.errors[0]), upload_form=form)
-    except BackupError as exc:  # the backup folder cannot hold the upload
-        form = UploadForm()
-        form.file.errors = [str(exc)]
-        return _respond("settings/_backups.html", 422, ("error", str(exc)), upload_form=form)
+    upload, staged = staged_upload("file")
     form = UploadForm(MultiDict({"file": upload}) if upload is not None else None)
     if not form.validate() or staged is None:
-        message = ("error", "Nothing was uploaded: choose a backup file first.")
-        return _respond("settings/_backups.html", 422, message, upload_form=form)
+        return _upload_refused(form.file.errors[0] if form.file.errors else "Choose a backup file to upload.")
     try:
         backup = accept_upload(get_db(), _backups_dir(), staged)
     except BackupError as exc:
-        form.file.errors = [f"{upload.filename}: {exc}"]
-        message = ("error", f"The upload was refused and nothing was kept: {exc}")
-        return _respond("settings/_backups.html", 422, message, upload_form=form)
+        return _upload_refused(f"{upload.filename}: {exc}")
     message = f"Uploaded {upload.filename} as {backup.name}: it passed every check. Restore it from the list."
     return _respond("settings/_backups.html", 201, ("success", message))
+
+
+@bp.errorhandler(RequestEntityTooLarge)
+def upload_too_large(error):
+    """An upload over MAX_UPLOAD_MB (found while the body is read, maybe before the route runs)."""
+    if request.endpoint != "settings.upload_backup":
+        return error
+    limit = current_app.config["MAX_UPLOAD_MB"]
+    return _upload_refused(f"The file is larger than {limit} MB (MAX_UPLOAD_MB).", 413)
+
+
+@bp.errorhandler(BackupError)
+def upload_not_stored(error: BackupError):
+    """The backup folder cannot hold an upload (raised while the body streams into it)."""
+    if request.endpoint != "settings.upload_backup":
+        raise error
+    return _upload_refused(str(error))
+
+
+def _upload_refused(reason: str, status: int = 422):
+    form = UploadForm()
+    form.file.errors = [reason]
+    message = ("error", f"The upload was refused and nothing was kept: {reason}")
+    return _respond("settings/_backups.html", status, message, upload_form=form)
 
 
 @bp.get("/backups/<name>/restore")

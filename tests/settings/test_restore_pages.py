@@ -185,3 +185,34 @@ def test_an_empty_upload_form_asks_for_a_file(client):
     answer = client.post("/settings/backups/upload", data={}, content_type="multipart/form-data")
     assert answer.status_code == 422
     assert "Choose a backup file" in parse(answer.get_data(as_text=True)).by_id("file-error").text
+
+
+def csrf_token(client) -> str:
+    page = parse(client.get("/settings").get_data(as_text=True))
+    return page.find("input", name="csrf_token").attrs["value"]
+
+
+def test_with_csrf_on_the_upload_still_streams_into_the_backup_folder(make_app, tmp_path, htmx):
+    """The CSRF check reads the form before the route runs: the file must already go to the folder."""
+    app = make_app(WTF_CSRF_ENABLED=True)
+    client = app.test_client()
+    data = {"csrf_token": csrf_token(client), "file": (io.BytesIO(uploaded_bytes(tmp_path)), "mine.db")}
+
+    answer = client.post("/settings/backups/upload", data=data, content_type="multipart/form-data", headers=htmx)
+
+    assert answer.status_code == 201, answer.get_data(as_text=True)
+    assert [path.name.endswith("-uploaded.sqlite3") for path in Path(app.config["BACKUPS_DIR"]).iterdir()] == [True]
+
+
+def test_an_oversized_upload_is_413_with_the_reason_next_to_the_field(make_app, htmx):
+    app = make_app(WTF_CSRF_ENABLED=True, MAX_UPLOAD_MB="1")
+    client = app.test_client()
+    data = {"csrf_token": csrf_token(client), "file": (io.BytesIO(b"\0" * (2 * 1024 * 1024)), "huge.db")}
+
+    answer = client.post("/settings/backups/upload", data=data, content_type="multipart/form-data", headers=htmx)
+
+    assert answer.status_code == 413
+    fragment = parse(answer.get_data(as_text=True))
+    assert "larger than 1 MB" in fragment.by_id("file-error").text
+    folder = Path(app.config["BACKUPS_DIR"])
+    assert not folder.exists() or list(folder.iterdir()) == []
