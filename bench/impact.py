@@ -75,11 +75,13 @@ def measure_impact(database: Path, log) -> dict:
     return _summarize(writes, http_samples, windows, backups)
 
 
-def write_loop(database: str, interval: float, max_seconds: float, stop, results) -> None:
+def write_loop(
+    database: str, interval: float, max_seconds: float, stop, results, busy_timeout: float = 10, journal: str = "WAL"
+) -> None:
     """The second process: small write transactions, each timed, until told to stop."""
-    connection = sqlite3.connect(database, timeout=10, isolation_level=None)
-    connection.execute("PRAGMA busy_timeout = 10000")
-    connection.execute("PRAGMA journal_mode = WAL")
+    connection = sqlite3.connect(database, timeout=busy_timeout, isolation_level=None)
+    connection.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+    connection.execute(f"PRAGMA journal_mode = {journal}")
     connection.execute("PRAGMA synchronous = NORMAL")  # as the app's connections
     connection.execute("CREATE TABLE IF NOT EXISTS bench_writes (id INTEGER PRIMARY KEY, at REAL, note TEXT)")
     samples = []

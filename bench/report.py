@@ -43,6 +43,11 @@ def targets(results: dict) -> list[Target]:
     if cost := section("backup_cost"):
         found.append(Target("backup copy alone / cp+fsync", cost["copy_ratio"], "<=", 2.0, "x"))
         found.append(Target("backup with verification / cp+fsync", cost["backup_ratio"], "<=", 3.0, "x"))
+    if restore := section("restore_cost"):
+        found.append(Target("restore copy phase / cp+fsync", restore["copy_ratio"], "<=", 3.0, "x"))
+        found.append(Target("whole restore / cp+fsync", restore["restore_ratio"], "<=", 8.0, "x"))
+        writer = restore["writer_during_restore"]
+        found.append(Target("'database is locked' during a restore", writer["lock_errors"], "==", 0, ""))
     if impact := section("impact"):
         found.append(Target("write p99 during backup", impact["write_backup"]["p99_ms"], "<=", 50, "ms"))
         found.append(Target("'database is locked' errors", impact["lock_errors"], "==", 0, ""))
@@ -94,6 +99,22 @@ def _backup_cost(cost: dict) -> list[str]:
         f"     same, no journal or sync {m['copy_unjournaled']:8.2f} s   {_fmt(cost['copy_unjournaled_ratio'])}x"
         "   (the target settings of perform_sqlite_backup; not a target)",
         f"   perform_sqlite_backup()    {m['backup']:8.2f} s   {_fmt(cost['backup_ratio'])}x   ({phases} s)",
+    ]
+
+
+def _restore_cost(restore: dict) -> list[str]:
+    m = restore["median_seconds"]
+    phases = ", ".join(f"{name} {seconds:.2f}" for name, seconds in restore["restore_phase_median_seconds"].items())
+    wal, rollback = restore["writer_during_restore"], restore["writer_during_rollback_journal_backup"]
+    return [
+        f"1b. Restore cost, median of {restore['repeats']}{_others(restore)}",
+        f"   cp + fsync of the backup   {m['cp']:8.2f} s   1.00x",
+        f"   copy into the live db      {m['copy']:8.2f} s   {_fmt(restore['copy_ratio'])}x",
+        f"   whole restore              {m['restore']:8.2f} s   {_fmt(restore['restore_ratio'])}x   ({phases} s)",
+        f"   writer every 10 ms during a restore copy of {wal['action_seconds']} s: longest stall "
+        f"{wal['longest_stall_ms']} ms, {wal['lock_errors']} 'locked' errors in {wal['commits']} commits",
+        f"   writer every 10 ms during a backup of a rollback-journal db ({rollback['action_seconds']} s): "
+        f"longest stall {rollback['longest_stall_ms']} ms, {rollback['lock_errors']} 'locked' errors",
     ]
 
 
@@ -157,6 +178,7 @@ def _page_weight(weight: dict) -> list[str]:
 
 SECTIONS = (
     ("backup_cost", _backup_cost),
+    ("restore_cost", _restore_cost),
     ("impact", _impact),
     ("polling", _polling),
     ("scheduler", _scheduler),

@@ -57,6 +57,11 @@ def run_suite(only: list[str], dataset: Dataset, repeats: int, fires: int, log) 
 
         with run.measure("backup cost", "backup_cost"):
             run.results["backup_cost"] = measure_backup_cost(dataset.path, repeats, log)
+    if "restore" in only:
+        from bench.restore_cost import measure_restore_cost
+
+        with run.measure("restore cost", "restore_cost"):
+            run.results["restore_cost"] = measure_restore_cost(dataset.path, repeats, log)
     if {"polling", "weight"} & set(only):
         _polling_and_weight(only, run)
     if track is not None:
