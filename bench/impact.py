@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from bench.client import HTMX, fetch
-from bench.servers import query, start_server
+from bench.servers import query, start_server, state_database_of
 from bench.stats import latency_summary, ratio
 
 WRITE_INTERVAL = 0.02  # 50 commits/s
@@ -51,7 +51,7 @@ def measure_impact(database: Path, log) -> dict:
             idle = min(max(backups[-1]["seconds"] if backups else 5.0, 2.0), 8.0)
             windows["idle"].append((time.monotonic(), time.monotonic() + idle))
             time.sleep(idle)
-            backup = _run_backup(server, database)
+            backup = _run_backup(server, state_database_of(server))
             backups.append(backup)
             windows["backup"].append((backup["started"], backup["finished"]))
             windows["after"].append((backup["finished"], backup["finished"] + SETTLE_SECONDS))
@@ -119,7 +119,7 @@ def _http_loop(port: int, stop: threading.Event, samples: list, max_seconds: flo
         time.sleep(max(0.0, next_at - time.monotonic()))
 
 
-def _run_backup(server, database: Path) -> dict:
+def _run_backup(server, state_database: Path) -> dict:
     """Start a backup through the API and wait (bounded) until its run is finished."""
     started = time.monotonic()
     status, body = server.request("POST", "/api/v1/settings/scheduler/backup/run")
@@ -129,7 +129,7 @@ def _run_backup(server, database: Path) -> dict:
     deadline = started + BACKUP_TIMEOUT_SECONDS
     phases: dict[str, float] = {}  # when each phase was first seen, seconds into the backup
     while time.monotonic() < deadline:
-        rows = query(database, "SELECT status, file, error, phase FROM job_run WHERE id = ?", run_id)
+        rows = query(state_database, "SELECT status, file, error, phase FROM job_run WHERE id = ?", run_id)
         if rows and rows[0][0] != "running":
             break
         if rows and rows[0][3] and rows[0][3] not in phases:

@@ -13,7 +13,7 @@ import threading
 import time
 from datetime import UTC, datetime
 
-from bench.servers import database_of, parse_utc, query, start_server, wait_for_leader
+from bench.servers import parse_utc, query, start_server, state_database_of, wait_for_leader
 from bench.system import CpuWatch, cpu_seconds
 
 IDLE_SECONDS = 60.0
@@ -68,7 +68,7 @@ class SchedulerTrack(threading.Thread):
         )
         if status != 200:
             raise RuntimeError(f"saving the cron schedule answered {status}: {body}")
-        database = database_of(server)
+        database = state_database_of(server)
         watch = CpuWatch()
         deadline = time.monotonic() + 60 * (self.fires + 1) + 30
         rows: list[tuple] = []

@@ -43,6 +43,11 @@ def database_of(server: GunicornServer) -> Path:
     return Path(server.env["DATABASE_URL"].removeprefix("sqlite:///"))
 
 
+def state_database_of(server: GunicornServer) -> Path:
+    """The server's state database (schedules, runs, heartbeat): the default under its instance."""
+    return server.instance / "state.db"
+
+
 def server_pids(server: GunicornServer) -> list[int]:
     """The gunicorn master and its workers."""
     return [server.process.pid, *children(server.process.pid)]
@@ -69,7 +74,7 @@ def parse_utc(text: str | None) -> datetime | None:
 
 def wait_for_leader(server: GunicornServer, timeout: float = 30) -> int:
     """The pid of the worker that leads the scheduler, once its heartbeat is fresh."""
-    database = database_of(server)
+    database = state_database_of(server)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:

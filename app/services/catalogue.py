@@ -6,15 +6,22 @@ by hand); the catalogue adds what was measured when each was made or checked.
 
 from __future__ import annotations
 
+import logging
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 from sqlalchemy import delete, select
+from sqlalchemy.exc import OperationalError
 
 from app.db import Database
 from app.models import BackupRecord, utcnow
 from app.services.backups import BackupFile, delete_backup, list_backups
+
+log = logging.getLogger(__name__)
+
+RECORD_RETRY_SECONDS = 60
 
 
 @dataclass(frozen=True)
@@ -29,29 +36,36 @@ class CataloguedBackup:
     verified_at: datetime | None
 
 
-def record_backup(
-    db: Database, name: str, kind: str, size: int, sha256: str, created_at: datetime, verified: bool = True
-) -> None:
-    """Add (or replace) the entry of a file just made and verified."""
-    with db.writer() as session:
-        session.merge(
-            BackupRecord(
-                name=name,
-                kind=kind,
-                size=size,
-                sha256=sha256,
-                created_at=created_at,
-                verified_at=utcnow() if verified else None,
-            )
-        )
+def record_backup(db: Database, name: str, kind: str, size: int, sha256: str, created_at: datetime) -> None:
+    """Add (or replace) the entry of a file just made and verified.
+
+    The file exists already: another process holding the state database's write lock
+    must not fail the backup, so this retries for up to a minute, as recording a run's
+    outcome does.
+    """
+    record = BackupRecord(name=name, kind=kind, size=size, sha256=sha256, created_at=created_at, verified_at=utcnow())
+    deadline = time.monotonic() + RECORD_RETRY_SECONDS
+    while True:
+        try:
+            with db.writer() as session:
+                session.merge(record)
+            return
+        except OperationalError as exc:
+            if time.monotonic() >= deadline:
+                raise
+            log.warning("catalogue entry of %s not recorded yet (%s); retrying", name, exc.orig)
+            time.sleep(0.5)
 
 
 def mark_verified(db: Database, name: str) -> None:
-    """Note that the file passed its checks again just now."""
-    with db.writer() as session:
-        record = session.get(BackupRecord, name)
-        if record is not None:
-            record.verified_at = utcnow()
+    """Note that the file passed its checks again just now (only shown: a busy database skips it)."""
+    try:
+        with db.writer() as session:
+            record = session.get(BackupRecord, name)
+            if record is not None:
+                record.verified_at = utcnow()
+    except OperationalError as exc:
+        log.warning("verification time of %s not recorded (%s)", name, exc.orig)
 
 
 def forget_backup(db: Database, name: str) -> None:

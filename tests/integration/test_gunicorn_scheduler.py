@@ -23,7 +23,7 @@ pytestmark = pytest.mark.slow
 
 
 def query(server: GunicornServer, sql: str, *args) -> list[tuple]:
-    connection = sqlite3.connect(server.instance / "app.db", timeout=10)
+    connection = sqlite3.connect(server.instance / "state.db", timeout=10)
     try:
         return connection.execute(sql, args).fetchall()
     finally:
