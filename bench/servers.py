@@ -38,11 +38,6 @@ def start_server(name: str, workers: int = 2, database: Path | None = None, **en
     return GunicornServer(instance, workers=workers, **settings).start(timeout=60)
 
 
-def database_of(server: GunicornServer) -> Path:
-    """The SQLite file a server uses."""
-    return Path(server.env["DATABASE_URL"].removeprefix("sqlite:///"))
-
-
 def state_database_of(server: GunicornServer) -> Path:
     """The server's state database (schedules, runs, heartbeat): the default under its instance."""
     return server.instance / "state.db"
