@@ -12,6 +12,7 @@ from app.services.schedules import (
     MAX_HOURS,
     MIN_HOURS,
     MODES,
+    NEVER_RUNS,
     WEEKDAYS,
     Schedule,
     ScheduleError,
@@ -29,7 +30,6 @@ MODE_FIELDS = {
 JSON_TYPES = {"mode": str, "time": str, "cron": str, "every_hours": int, "weekdays": list}
 MAX_TEXT = 200
 REQUIRED = "This field is required."
-NEVER_RUNS = "This expression matches no date (e.g. 31 February): no backup would ever run."
 
 
 class CheckboxListField(SelectMultipleField):

@@ -11,9 +11,9 @@ from app.models import utcnow
 from app.services import runs
 from app.services.backups import BackupError, delete_backup, list_backups, resolve_backup
 from app.services.scheduler import load_schedule, save_schedule
-from app.services.schedules import ScheduleError, build_trigger, describe, next_fire_times
+from app.services.schedules import NEVER_RUNS, ScheduleError, build_trigger, describe, next_fire_times
 from app.services.status import task_status
-from app.settings.forms import NEVER_RUNS, ScheduleForm
+from app.settings.forms import ScheduleForm
 from app.tasks import TaskBusy, run_task_now, start_task_in_background
 from app.web import is_htmx, render_page_or_partial
 

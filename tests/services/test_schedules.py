@@ -42,9 +42,9 @@ def test_daily_fires_at_the_wall_clock_time_in_the_configured_zone():
 def test_daily_0230_berlin_runs_once_on_the_spring_forward_day():
     moments = fires(Schedule("daily", time="02:30"), datetime(2026, 3, 27, tzinfo=UTC), 4)
     assert runs_per_day(moments) == {"2026-03-27": 1, "2026-03-28": 1, "2026-03-29": 1, "2026-03-30": 1}
-    # 02:30 does not exist on 29 March: the run happens an hour later on the wall clock.
+    # 02:30 does not exist on 29 March: like cron, the run happens right after the change.
     spring = next(m for m in moments if m.astimezone(BERLIN).day == 29)
-    assert spring.astimezone(BERLIN).strftime("%H:%M %Z") == "03:30 CEST"
+    assert spring.astimezone(BERLIN).strftime("%H:%M %Z") == "03:00 CEST"
 
 
 def test_daily_0230_berlin_runs_once_on_the_fall_back_day():
