@@ -70,6 +70,7 @@ class Crontab:
     """A parsed crontab line: the set of values of each field and how the day fields combine."""
 
     text: str
+    engine_text: str  # the same line as cronsim must read it (see _one_value_ranges)
     minutes: frozenset[int]
     hours: frozenset[int]
     days: frozenset[int]
@@ -102,7 +103,18 @@ def parse_crontab(text: str) -> Crontab:
     if days_and and not any(day <= _longest(month) for month in months for day in days):
         raise CrontabError(NEVER_RUNS)
     wildcard_time = fields[0].startswith("*") or fields[1].startswith("*")
-    return Crontab(" ".join(fields), minutes, hours, days, months, weekdays, days_and, wildcard_time)
+    engine_text = " ".join(_one_value_ranges(spec, value) for spec, value in zip(FIELDS, fields, strict=True))
+    return Crontab(" ".join(fields), engine_text, minutes, hours, days, months, weekdays, days_and, wildcard_time)
+
+
+def _one_value_ranges(spec: _Field, text: str) -> str:
+    """The field with ``18-18/2`` written ``18``: cronsim reads a one-value range with a step as
+    ``18/2`` (18, 20, 22), cron as 18. Star items stay, since a leading ``*`` decides the day rule."""
+    items = []
+    for item in text.split(","):
+        values = _parse_item(spec, text, item)
+        items.append(str(values[0]) if "/" in item and not item.startswith("*") and len(values) == 1 else item)
+    return ",".join(items)
 
 
 def _longest(month: int) -> int:
@@ -233,7 +245,7 @@ def first_run_at_or_after(crontab: Crontab, zone: ZoneInfo, start: datetime) -> 
 def _next_wall_match(crontab: Crontab, wall: datetime) -> datetime | None:
     """The first wall-clock minute at or after ``wall`` that the line matches (cronsim, naive)."""
     try:
-        return next(CronSim(crontab.text, wall - MINUTE))
+        return next(CronSim(crontab.engine_text, wall - MINUTE))
     except (StopIteration, CronSimError):  # cronsim gives up after 50 years without a match
         return None
 
