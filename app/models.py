@@ -90,3 +90,25 @@ class SchedulerState(Base):
     leader_host: Mapped[str] = mapped_column(String(255))
     started_at: Mapped[datetime] = mapped_column(UTCDateTime)
     heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class ScheduleNotice(Base):
+    """A one-time message about a stored schedule, shown with its status until the schedule is saved again."""
+
+    __tablename__ = "schedule_notice"
+
+    task: Mapped[str] = mapped_column(String(64), primary_key=True)
+    message: Mapped[str] = mapped_column(Text)
+    runs_before: Mapped[str] = mapped_column(Text)  # ISO 8601 UTC times, space-separated
+    runs_after: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    @property
+    def before(self) -> list[datetime]:
+        """The next runs under the old semantics, when the notice was written."""
+        return [datetime.fromisoformat(text) for text in self.runs_before.split()]
+
+    @property
+    def after(self) -> list[datetime]:
+        """The next runs under the corrected semantics, when the notice was written."""
+        return [datetime.fromisoformat(text) for text in self.runs_after.split()]

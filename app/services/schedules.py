@@ -13,11 +13,10 @@ from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 from apscheduler.triggers.base import BaseTrigger
-from apscheduler.triggers.combining import OrTrigger  # noqa: F401  (old jobs in the store name it)
+from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from app.services.crontab import NEVER_RUNS, CrontabError, CrontabTrigger, describe_crontab, parse_crontab
-from app.services.legacy_triggers import WallClockCronTrigger  # noqa: F401  (old jobs in the store name it)
 
 __all__ = ["NEVER_RUNS", "Schedule", "ScheduleError", "build_trigger", "describe", "next_fire_times"]
 
@@ -165,3 +164,37 @@ def crontab_line(schedule: Schedule) -> str:
     if unknown:
         raise ScheduleError(f"Unknown weekday: {unknown[0]}.")
     return f"{minute} {hour} * * {','.join(day for day in WEEKDAYS if day in schedule.weekdays)}"
+
+
+class WallClockCronTrigger(CronTrigger):
+    """The cron trigger before issue 11, kept so that jobs already in the job store unpickle.
+
+    The store pickles triggers by module and class name, and silently deletes a job it
+    cannot unpickle: never rename or move this class. The leader replaces it with
+    :class:`CrontabTrigger` at its next reconcile (``app.services.trigger_migration``).
+    """
+
+    def __init__(self, *args, once_per_wall_time: bool = True, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.once_per_wall_time = once_per_wall_time
+
+    def get_next_fire_time(self, previous_fire_time, now):
+        upcoming = super().get_next_fire_time(previous_fire_time, now)
+        if self.once_per_wall_time and previous_fire_time is not None:
+            previous_wall = _wall_time(previous_fire_time, self.timezone)
+            while upcoming is not None and _wall_time(upcoming, self.timezone) <= previous_wall:
+                upcoming = super().get_next_fire_time(upcoming, upcoming)
+        return upcoming
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        state["once_per_wall_time"] = self.once_per_wall_time
+        return state
+
+    def __setstate__(self, state):
+        self.once_per_wall_time = state.pop("once_per_wall_time", True)
+        super().__setstate__(state)
+
+
+def _wall_time(moment: datetime, zone) -> datetime:
+    return moment.astimezone(UTC).astimezone(zone).replace(tzinfo=None)
