@@ -30,6 +30,15 @@ class CrontabError(ValueError):
 
 
 NEVER_RUNS = "This expression matches no date (e.g. 31 February): no backup would ever run."
+# What :func:`_instants` does, in the words the UI shows (Debian cron(8), "Daylight Saving Time").
+DST_RULE = (
+    "When clocks go forward, a time in the skipped hour runs right after the change (02:30 runs at 03:00); "
+    "when they go back, a time in the repeated hour runs once."
+)
+DST_RULE_WILDCARD = (
+    "With * in the minute or hour field, runs follow the clock instead: "
+    "minutes that are skipped do not run, and minutes that repeat run again."
+)
 MONTH_NAMES = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
 DAY_NAMES = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
 MACROS = {

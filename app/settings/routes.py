@@ -10,6 +10,7 @@ from app.extensions import get_db
 from app.models import utcnow
 from app.services import runs
 from app.services.backups import BackupError, delete_backup, list_backups, resolve_backup
+from app.services.crontab import DST_RULE, DST_RULE_WILDCARD
 from app.services.scheduler import load_schedule, save_schedule
 from app.services.schedules import NEVER_RUNS, ScheduleError, build_trigger, describe, next_fire_times
 from app.services.status import task_status
@@ -53,6 +54,8 @@ def _context(needs: tuple[str, ...], **overrides) -> dict:
         "backups_dir": config["BACKUPS_DIR"],
         "scheduler_enabled": config["SCHEDULER_ENABLED"],
         "timezone": config["SCHEDULER_TIMEZONE"],
+        "dst_rule": DST_RULE,
+        "dst_rule_wildcard": DST_RULE_WILDCARD,
         **overrides,
     }
     for name in needs:

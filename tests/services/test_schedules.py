@@ -159,6 +159,31 @@ def test_description_is_plain_english(schedule, text):
     assert describe(schedule) == text
 
 
+@pytest.mark.parametrize(
+    ("expression", "text"),
+    [
+        # AND (a field starts with "*"): the text must not say "or".
+        ("0 0 */2 * 1", "At 00:00, every 2 days, but only those days that fall on Monday"),
+        # OR (both restricted): the text says either is enough.
+        ("0 0 1 * mon", "At 00:00, on day 1 of the month, and also on Monday (either day rule is enough)"),
+        (
+            "0 0 1,15 * 1-5",
+            "At 00:00, on day 1 and 15 of the month, and also on Monday to Friday (either day rule is enough)",
+        ),
+        ("0 0 1-31 * mon", "At 00:00"),  # OR with every day of the month: every day
+        ("0 0 */1 * mon", "At 00:00, only on Monday"),  # AND with every day: just Mondays
+        ("0 */24 * * *", "At 00:00"),  # not "every 24 hours": a step past the range is its start
+        ("10-20/15 * * * *", "At 10 minutes past the hour"),
+        ("0 0 * * 0,7", "At 00:00, only on Sunday"),
+        ("0 0 * * 5-7", "At 00:00, Friday through Sunday"),
+        ("0 0 * * */2", "At 00:00, only on Tuesday, Thursday, Saturday, and Sunday"),
+        ("5 2 * * 01", "At 02:05, only on Monday"),
+    ],
+)
+def test_cron_description_describes_the_runs_that_fire(expression, text):
+    assert describe(Schedule("cron", cron=expression)) == text
+
+
 def test_normalized_drops_other_strategies_fields():
     mixed = Schedule("weekly", time="03:15", weekdays=("thu", "mon"), cron="* * * * *", every_hours=4)
     assert mixed.normalized() == Schedule("weekly", time="03:15", weekdays=("mon", "thu"))
