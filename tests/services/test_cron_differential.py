@@ -180,7 +180,7 @@ def test_first_five_runs_match_debian_cron_in_three_zones_across_dst():
 
 
 # Lines that the product and cron must both accept or both refuse. The product refuses
-# three kinds cron takes silently (ACCEPTANCE_ALLOWED); README "Cron expressions" says why.
+# three kinds that cron takes (ACCEPTANCE_ALLOWED); README "Cron expressions" says why.
 ACCEPTANCE = [
     "5 2 * * 01",
     "0 */24 * * *",
@@ -220,6 +220,8 @@ ACCEPTANCE = [
     "*/2/3 * * * *",
     "0 0 * * fri-sun",
     "0 0 5-1 * *",
+    "0 0 31 2 *",
+    "0 0 31 2 */2",
 ]
 ACCEPTANCE_ALLOWED = {
     "5! * * * *": "cron ignores the rest of a field after a valid item; we call it a typo",
@@ -228,6 +230,8 @@ ACCEPTANCE_ALLOWED = {
     "0 0 * * 1#2": "the same: cron reads every Monday, not Quartz's second Monday",
     "0 0 * * fri-sun": "cron accepts a reversed range but it matches nothing; we say so",
     "0 0 5-1 * *": "the same",
+    "0 0 31 2 *": "cron accepts a date that never comes; we say it never runs",
+    "0 0 31 2 */2": "the same (the day fields are AND-ed: 31 February)",
 }
 
 
