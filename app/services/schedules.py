@@ -16,7 +16,8 @@ from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from app.services.crontab import NEVER_RUNS, CrontabError, CrontabTrigger, describe_crontab, parse_crontab
+from app.services.cron_description import describe_crontab
+from app.services.crontab import NEVER_RUNS, CrontabError, CrontabTrigger, parse_crontab
 
 __all__ = ["NEVER_RUNS", "Schedule", "ScheduleError", "build_trigger", "describe", "next_fire_times"]
 
