@@ -17,9 +17,7 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from app.services.cron_description import describe_crontab
-from app.services.crontab import NEVER_RUNS, CrontabError, CrontabTrigger, parse_crontab
-
-__all__ = ["NEVER_RUNS", "Schedule", "ScheduleError", "build_trigger", "describe", "next_fire_times"]
+from app.services.crontab import CrontabError, CrontabTrigger, parse_crontab
 
 MODES = {
     "disabled": "Disabled",

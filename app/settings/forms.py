@@ -8,11 +8,11 @@ from werkzeug.datastructures import MultiDict
 from wtforms import Form, SelectChoice, SelectField, SelectMultipleField, StringField, ValidationError
 from wtforms.widgets import CheckboxInput, ListWidget
 
+from app.services.crontab import NEVER_RUNS
 from app.services.schedules import (
     MAX_HOURS,
     MIN_HOURS,
     MODES,
-    NEVER_RUNS,
     WEEKDAYS,
     Schedule,
     ScheduleError,

@@ -10,9 +10,9 @@ from app.extensions import get_db
 from app.models import utcnow
 from app.services import runs
 from app.services.backups import BackupError, delete_backup, list_backups, resolve_backup
-from app.services.crontab import DST_RULE, DST_RULE_WILDCARD
+from app.services.crontab import DST_RULE, DST_RULE_WILDCARD, NEVER_RUNS
 from app.services.scheduler import load_schedule, save_schedule
-from app.services.schedules import NEVER_RUNS, ScheduleError, build_trigger, describe, next_fire_times
+from app.services.schedules import ScheduleError, build_trigger, describe, next_fire_times
 from app.services.status import task_status
 from app.settings.forms import ScheduleForm
 from app.tasks import TaskBusy, run_task_now, start_task_in_background

@@ -14,7 +14,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from app.services.schedules import NEVER_RUNS, Schedule, ScheduleError, build_trigger
+from app.services.crontab import NEVER_RUNS
+from app.services.schedules import Schedule, ScheduleError, build_trigger
 from tests.support import debian_cron
 
 SEED = 11
