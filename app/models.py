@@ -119,3 +119,25 @@ class StateMeta(Base):
 
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[str] = mapped_column(Text)
+
+
+class ScheduleNotice(Base):
+    """A one-time message about a stored schedule, shown with its status until the schedule is saved again."""
+
+    __tablename__ = "schedule_notice"
+
+    task: Mapped[str] = mapped_column(String(64), primary_key=True)
+    message: Mapped[str] = mapped_column(Text)
+    runs_before: Mapped[str] = mapped_column(Text)  # ISO 8601 UTC times, space-separated
+    runs_after: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    @property
+    def before(self) -> list[datetime]:
+        """The next runs under the old semantics, when the notice was written."""
+        return [datetime.fromisoformat(text) for text in self.runs_before.split()]
+
+    @property
+    def after(self) -> list[datetime]:
+        """The next runs under the corrected semantics, when the notice was written."""
+        return [datetime.fromisoformat(text) for text in self.runs_after.split()]

@@ -77,4 +77,16 @@ def job_json(status: TaskStatus) -> dict:
         "overdue": status.overdue,
         "last_run": run_json(status.last_run, zone),
         "running": run_json(status.running, zone),
+        "notice": notice_json(status.notice, zone),
+    }
+
+
+def notice_json(notice, zone: str) -> dict | None:
+    """A one-time notice about the stored schedule, with the runs before and after the change."""
+    if notice is None:
+        return None
+    return {
+        "message": notice.message,
+        "runs_before": [iso(moment, zone) for moment in notice.before],
+        "runs_after": [iso(moment, zone) for moment in notice.after],
     }

@@ -26,10 +26,11 @@ from apscheduler.schedulers.base import STATE_STOPPED
 from sqlalchemy import column, select, table
 
 from app.db import Database
-from app.models import ScheduleConfig, SchedulerState, utcnow
+from app.models import ScheduleConfig, ScheduleNotice, SchedulerState, utcnow
 from app.services import runs
 from app.services.locks import FileLock
 from app.services.schedules import Schedule, ScheduleError, build_trigger
+from app.services.trigger_migration import is_legacy_trigger, migrate_job
 from app.tasks import TASKS, TaskBusy, claim_task, close_interrupted_runs, complete_task
 
 log = logging.getLogger(__name__)
@@ -197,6 +198,9 @@ class SchedulerService:
             job = self._scheduler.get_job(task.id)
             up_to_date = config is None or config.version == config.applied_version
             if up_to_date and (job is not None) == (config is not None and config.mode != "disabled"):
+                if job is not None and is_legacy_trigger(job.trigger):
+                    migrate_job(self._scheduler, self.db, task.id, schedule_from_row(config), self.timezone)
+                    changed.append(task.id)
                 continue
             self._apply(task, config)
             changed.append(task.id)
@@ -316,7 +320,10 @@ def load_schedule(db: Database, task_id: str) -> tuple[Schedule, ScheduleConfig 
 
 
 def save_schedule(db: Database, task_id: str, schedule: Schedule) -> ScheduleConfig:
-    """Store a validated schedule; the version changes only when the schedule does."""
+    """Store a validated schedule; the version changes only when the schedule does.
+
+    Saving, even unchanged, also hides the task's one-time notice (the user has seen it).
+    """
     schedule = schedule.normalized()
     values = {
         "mode": schedule.mode,
@@ -335,6 +342,9 @@ def save_schedule(db: Database, task_id: str, schedule: Schedule) -> ScheduleCon
                 setattr(row, key, value)
             row.version += 1
             row.updated_at = utcnow()
+        notice = session.get(ScheduleNotice, task_id)
+        if notice is not None:
+            session.delete(notice)
     return row
 
 

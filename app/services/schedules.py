@@ -1,8 +1,8 @@
 """Schedules: what a user chose -> an APScheduler trigger, a plain-English text, next runs.
 
-This is the only place a trigger is built from a schedule. Two crontab traps of
-APScheduler 3 are handled here: it numbers weekdays from Monday=0 (crontab: Sunday=0),
-and it ANDs day-of-month with day-of-week where crontab ORs them.
+This is the only place a trigger is built from a schedule. Daily, weekly and cron
+schedules are all crontab lines run by one trigger (:mod:`app.services.crontab`), so they
+share Debian cron's rules, DST included; "every N hours" counts elapsed time.
 """
 
 from __future__ import annotations
@@ -13,10 +13,11 @@ from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 from apscheduler.triggers.base import BaseTrigger
-from apscheduler.triggers.combining import OrTrigger
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
-from cron_descriptor import ExpressionDescriptor, Options
+
+from app.services.cron_description import describe_crontab
+from app.services.crontab import CrontabError, CrontabTrigger, parse_crontab
 
 MODES = {
     "disabled": "Disabled",
@@ -35,46 +36,7 @@ WEEKDAYS = {
     "sun": "Sunday",
 }
 MIN_HOURS, MAX_HOURS = 1, 168
-TIME_OF_DAY = re.compile(r"^(\d{1,2}):(\d{2})$")
-# Crontab numbering (0 and 7 are Sunday) to names, which APScheduler reads unambiguously.
-CRONTAB_DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat", "sun")
-DAY_ITEM = re.compile(r"^(\*|[0-7]|[a-z]{3})(?:-([0-7]|[a-z]{3}))?(?:/(\d+))?$")
-
-
-class WallClockCronTrigger(CronTrigger):
-    """A CronTrigger that runs a fixed wall-clock time once when clocks go back.
-
-    On the autumn DST day 02:30 happens twice; APScheduler 3 fires at both. Like cron,
-    a job at a fixed hour runs once (at the first); jobs with a wildcard hour keep
-    running every real hour. The job store pickles this class by name: never rename it.
-    """
-
-    def __init__(self, *args, once_per_wall_time: bool = True, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.once_per_wall_time = once_per_wall_time
-
-    def get_next_fire_time(self, previous_fire_time, now):
-        upcoming = super().get_next_fire_time(previous_fire_time, now)
-        if self.once_per_wall_time and previous_fire_time is not None:
-            # Wall-clock time only goes backwards when clocks go back: skip the repeated hour.
-            previous_wall = _wall_time(previous_fire_time, self.timezone)
-            while upcoming is not None and _wall_time(upcoming, self.timezone) <= previous_wall:
-                upcoming = super().get_next_fire_time(upcoming, upcoming)
-        return upcoming
-
-    def __getstate__(self):
-        state = super().__getstate__()
-        state["once_per_wall_time"] = self.once_per_wall_time
-        return state
-
-    def __setstate__(self, state):
-        self.once_per_wall_time = state.pop("once_per_wall_time", True)
-        super().__setstate__(state)
-
-
-def _wall_time(moment: datetime, zone) -> datetime:
-    """The naive local time on the wall clock (via UTC, so a same-zone value is normalised)."""
-    return moment.astimezone(UTC).astimezone(zone).replace(tzinfo=None)
+TIME_OF_DAY = re.compile(r"^([0-9]{1,2}):([0-9]{2})$")
 
 
 class ScheduleError(ValueError):
@@ -137,19 +99,11 @@ def build_trigger(schedule: Schedule, timezone: str, start_date: datetime | None
     mode = schedule.mode
     if mode == "disabled":
         return None
-    if mode in ("daily", "weekly"):
-        hour, minute = parse_time_of_day(schedule.time or "")
-        if mode == "daily":
-            return WallClockCronTrigger(hour=hour, minute=minute, timezone=zone)
-        if not schedule.weekdays:
-            raise ScheduleError("Choose at least one weekday.")
-        unknown = [day for day in schedule.weekdays if day not in WEEKDAYS]
-        if unknown:
-            raise ScheduleError(f"Unknown weekday: {unknown[0]}.")
-        days = ",".join(day for day in WEEKDAYS if day in schedule.weekdays)
-        return WallClockCronTrigger(day_of_week=days, hour=hour, minute=minute, timezone=zone)
-    if mode == "cron":
-        return _crontab_trigger(schedule.cron or "", zone)
+    if mode in ("daily", "weekly", "cron"):
+        try:
+            return CrontabTrigger(crontab_line(schedule), zone)
+        except CrontabError as exc:
+            raise ScheduleError(str(exc)) from None
     if mode == "interval":
         hours = schedule.every_hours
         if not isinstance(hours, int) or not MIN_HOURS <= hours <= MAX_HOURS:
@@ -170,10 +124,7 @@ def describe(schedule: Schedule) -> str:
         listed = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
         return f"Every {listed} at {schedule.time}"
     if mode == "cron":
-        options = Options()
-        options.use_24hour_time_format = True
-        options.verbose = False
-        return ExpressionDescriptor(schedule.cron or "", options).get_description()
+        return describe_crontab(parse_crontab(schedule.cron or ""))
     if mode == "interval":
         hours = schedule.every_hours
         return "Every hour" if hours == 1 else f"Every {hours} hours"
@@ -199,71 +150,50 @@ def next_fire_times(trigger: BaseTrigger | None, count: int, now: datetime) -> l
     return times
 
 
-def _crontab_trigger(expression: str, zone: ZoneInfo) -> BaseTrigger:
-    fields = expression.split()
-    if len(fields) != 5:
-        raise ScheduleError(
-            f"A cron expression has 5 fields (minute hour day month weekday); this one has {len(fields)}."
-        )
-    minute, hour, day, month, weekday = fields
-    weekday = _crontab_weekdays(weekday.lower())
-    common = {"minute": minute, "hour": hour, "month": month, "timezone": zone}
-    common["once_per_wall_time"] = not hour.startswith("*")
-    try:
-        if day != "*" and weekday != "*":
-            # crontab runs when either field matches; APScheduler would need both.
-            return OrTrigger(
-                [WallClockCronTrigger(day=day, **common), WallClockCronTrigger(day_of_week=weekday, **common)]
-            )
-        return WallClockCronTrigger(day=day, day_of_week=weekday, **common)
-    except ValueError as exc:
-        raise ScheduleError(_explain_cron_error(fields, zone, exc)) from None
+def crontab_line(schedule: Schedule) -> str:
+    """The crontab line of a daily, weekly or cron schedule; raises :class:`ScheduleError`."""
+    if schedule.mode == "cron":
+        return schedule.cron or ""
+    hour, minute = parse_time_of_day(schedule.time or "")
+    if schedule.mode == "daily":
+        return f"{minute} {hour} * * *"
+    if not schedule.weekdays:
+        raise ScheduleError("Choose at least one weekday.")
+    unknown = [day for day in schedule.weekdays if day not in WEEKDAYS]
+    if unknown:
+        raise ScheduleError(f"Unknown weekday: {unknown[0]}.")
+    return f"{minute} {hour} * * {','.join(day for day in WEEKDAYS if day in schedule.weekdays)}"
 
 
-CRON_FIELDS = (("minute", "minute"), ("hour", "hour"), ("day", "day-of-month"), ("month", "month"))
+class WallClockCronTrigger(CronTrigger):
+    """The cron trigger before issue 11, kept so that jobs already in the job store unpickle.
+
+    The store pickles triggers by module and class name, and silently deletes a job it
+    cannot unpickle: never rename or move this class. The leader replaces it with
+    :class:`CrontabTrigger` at its next reconcile (``app.services.trigger_migration``).
+    """
+
+    def __init__(self, *args, once_per_wall_time: bool = True, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.once_per_wall_time = once_per_wall_time
+
+    def get_next_fire_time(self, previous_fire_time, now):
+        upcoming = super().get_next_fire_time(previous_fire_time, now)
+        if self.once_per_wall_time and previous_fire_time is not None:
+            previous_wall = _wall_time(previous_fire_time, self.timezone)
+            while upcoming is not None and _wall_time(upcoming, self.timezone) <= previous_wall:
+                upcoming = super().get_next_fire_time(upcoming, upcoming)
+        return upcoming
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        state["once_per_wall_time"] = self.once_per_wall_time
+        return state
+
+    def __setstate__(self, state):
+        self.once_per_wall_time = state.pop("once_per_wall_time", True)
+        super().__setstate__(state)
 
 
-def _explain_cron_error(fields: list[str], zone: ZoneInfo, error: ValueError) -> str:
-    """Name the field that APScheduler rejected, with its reason."""
-    for (name, label), value in zip(CRON_FIELDS, fields, strict=False):
-        try:
-            CronTrigger(timezone=zone, **{name: value})
-        except ValueError as exc:
-            reason = str(exc).split(": ", 1)[-1]
-            return f"Invalid {label} field {value!r}: {reason}."
-    return f"Invalid cron expression: {error}."
-
-
-def _crontab_weekdays(text: str) -> str:
-    """A crontab weekday field -> an explicit, APScheduler-safe list of day names."""
-    if text == "*":
-        return "*"
-    days: set[int] = set()
-    for item in text.split(","):
-        match = DAY_ITEM.match(item)
-        if not match:
-            raise ScheduleError(f"Invalid weekday field item {item!r}: use 0-7 or sun-sat, ranges and steps.")
-        start, end, step = match.groups()
-        if start == "*":
-            first, last = 0, 6
-        else:
-            first = _day_number(start)
-            last = _day_number(end) if end else (6 if step else first)
-        if last < first:
-            if last == 0:
-                last = 7  # "5-0" and "fri-sun" end on Sunday
-            else:
-                raise ScheduleError(f"Invalid weekday range {item!r}: the start is after the end.")
-        step_size = int(step) if step else 1
-        if step_size < 1:
-            raise ScheduleError(f"Invalid weekday step in {item!r}.")
-        days.update(number % 7 for number in range(first, last + 1, step_size))
-    return ",".join(CRONTAB_DAYS[number] for number in sorted(days))
-
-
-def _day_number(token: str) -> int:
-    if token.isdigit():
-        return int(token)
-    if token in CRONTAB_DAYS:
-        return CRONTAB_DAYS.index(token)
-    raise ScheduleError(f"Unknown weekday {token!r}: use 0-7 or sun-sat.")
+def _wall_time(moment: datetime, zone) -> datetime:
+    return moment.astimezone(UTC).astimezone(zone).replace(tzinfo=None)

@@ -32,7 +32,8 @@ LEGACY_TABLES = ("schedule_config", "job_run", "scheduler_state", JOBS_TABLE)
 MOVED_MARKER = "state_moved_from_data_database"
 DONE = "done"
 DROP_PREFIX = "drop:"
-TRIGGER_MODULES = ("apscheduler.triggers.", "app.services.schedules", "app.services.cron")
+TRIGGER_MODULES = ("apscheduler.triggers.",)
+OUR_TRIGGER_MODULES = ("app.services.schedules", "app.services.crontab")
 PLAIN_GLOBALS = {
     ("datetime", "datetime"),
     ("datetime", "timedelta"),
@@ -134,9 +135,11 @@ class _TriggerOnlyUnpickler(pickle.Unpickler):
             return _zoneinfo_getattr
         if (module, name) in PLAIN_GLOBALS:
             return super().find_class(module, name)
-        if module.startswith(TRIGGER_MODULES) and "." not in name:
+        if (module.startswith(TRIGGER_MODULES) or module in OUR_TRIGGER_MODULES) and "." not in name:
             found = super().find_class(module, name)
-            if isinstance(found, type) and found.__module__.startswith(TRIGGER_MODULES):
+            if isinstance(found, type) and (
+                found.__module__.startswith(TRIGGER_MODULES) or found.__module__ in OUR_TRIGGER_MODULES
+            ):
                 return found
         raise pickle.UnpicklingError(f"{module}.{name} is not allowed in a stored job")
 

@@ -9,10 +9,11 @@ from datetime import UTC, datetime
 from apscheduler.triggers.base import BaseTrigger
 
 from app.db import Database
-from app.models import JobRun, SchedulerState, utcnow
+from app.models import JobRun, ScheduleNotice, SchedulerState, utcnow
 from app.services import runs
 from app.services.scheduler import heartbeat_is_fresh, load_schedule, read_leader_state, read_next_run
 from app.services.schedules import Schedule, ScheduleError, build_trigger, describe, next_fire_times
+from app.services.trigger_migration import read_notice
 
 UPCOMING_COUNT = 5
 
@@ -40,6 +41,7 @@ class TaskStatus:
     health: SchedulerHealth
     running: JobRun | None
     last_run: JobRun | None
+    notice: ScheduleNotice | None = None
     trigger: BaseTrigger | None = field(default=None, repr=False)
 
     def upcoming(self, count: int = UPCOMING_COUNT) -> list[datetime]:
@@ -95,6 +97,7 @@ def task_status(config: Mapping, db: Database, task_id: str) -> TaskStatus:
         health=scheduler_health(config, db),
         running=running,
         last_run=_last_finished(db, task_id),
+        notice=read_notice(db, task_id),
     )
 
 

@@ -8,6 +8,7 @@ from werkzeug.datastructures import FileStorage, MultiDict
 from wtforms import FileField, Form, SelectChoice, SelectField, SelectMultipleField, StringField, ValidationError
 from wtforms.widgets import CheckboxInput, ListWidget
 
+from app.services.crontab import NEVER_RUNS
 from app.services.schedules import (
     MAX_HOURS,
     MIN_HOURS,
@@ -29,7 +30,6 @@ MODE_FIELDS = {
 JSON_TYPES = {"mode": str, "time": str, "cron": str, "every_hours": int, "weekdays": list}
 MAX_TEXT = 200
 REQUIRED = "This field is required."
-NEVER_RUNS = "This expression matches no date (e.g. 31 February): no backup would ever run."
 
 
 class CheckboxListField(SelectMultipleField):

@@ -14,12 +14,13 @@ from app.services import runs
 from app.services.backup_checks import BackupCheckError
 from app.services.backups import BackupError, BackupNotFound, resolve_backup
 from app.services.catalogue import catalogued_backups, delete_catalogued
+from app.services.crontab import DST_RULE, DST_RULE_WILDCARD, NEVER_RUNS
 from app.services.restore import preview_restore
 from app.services.scheduler import load_schedule, save_schedule
 from app.services.schedules import ScheduleError, build_trigger, describe, next_fire_times
 from app.services.status import task_status
 from app.services.uploads import accept_upload
-from app.settings.forms import NEVER_RUNS, RestoreForm, ScheduleForm, UploadForm
+from app.settings.forms import RestoreForm, ScheduleForm, UploadForm
 from app.tasks import TaskBusy, run_task_now, start_restore_in_background, start_task_in_background
 from app.web import is_htmx, render_page_or_partial, staged_upload
 
@@ -60,6 +61,8 @@ def _context(needs: tuple[str, ...], **overrides) -> dict:
         "max_upload_mb": config["MAX_UPLOAD_MB"],
         "scheduler_enabled": config["SCHEDULER_ENABLED"],
         "timezone": config["SCHEDULER_TIMEZONE"],
+        "dst_rule": DST_RULE,
+        "dst_rule_wildcard": DST_RULE_WILDCARD,
         **overrides,
     }
     for name in needs:

@@ -342,3 +342,24 @@ def test_saved_daily_schedule_shows_its_preview_when_the_page_loads(client, db):
 
     assert preview.find("p", class_="preview-text").text == "Every day at 04:30"
     assert len(preview.find_all("time")) == 5
+
+
+@pytest.mark.parametrize(
+    ("query", "field_id", "says"),
+    [
+        ("mode=daily&time=02:30", "time", ["Europe/Berlin", "02:30 runs at 03:00", "repeated hour runs once"]),
+        ("mode=cron&cron=30+2+*+*+*", "cron", ["Europe/Berlin", "02:30 runs at 03:00", "* in the minute or hour"]),
+    ],
+)
+def test_the_field_hint_says_what_happens_when_clocks_change(client, htmx, query, field_id, says):
+    fragment = parse(client.get(f"/settings/schedule/fields?{query}", headers=htmx).get_data(as_text=True))
+
+    hint = fragment.by_id(field_id).closest(class_="field").find("p", class_="hint").text
+    assert all(words in hint for words in says)
+
+
+def test_cron_preview_text_shows_that_a_star_day_field_means_and(client):
+    fragment = parse(client.get("/settings/schedule/preview?mode=cron&cron=0+0+*/2+*+1").get_data(as_text=True))
+
+    assert "only those days that fall on Monday" in fragment.find("p", class_="preview-text").text
+    assert all(moment.weekday() == 0 and moment.day % 2 == 1 for moment in preview_times(fragment))
