@@ -5,6 +5,9 @@ BIN := $(VENV)/bin
 export FLASK_APP := app
 # On failure, keep a screenshot and a Playwright trace per e2e test (the folder is wiped at start).
 E2E_ARTIFACTS := --output=e2e/artifacts --tracing=retain-on-failure --screenshot=only-on-failure
+# Four pytest-xdist workers on two cores: most of the suite waits on real clocks and other
+# processes. Tests marked xdist_group(name) run on one worker, one after another.
+PARALLEL ?= -n 4 --dist loadgroup
 
 .PHONY: run dev test test-fast lint format bench clean
 
@@ -31,11 +34,11 @@ dev: $(VENV)/.runtime-installed
 
 ## Unit, integration and end-to-end tests (finds or installs Chromium).
 test: $(VENV)/.dev-installed
-	CHROMIUM_PATH="$$(scripts/ensure-chromium)" $(BIN)/python -m pytest $(E2E_ARTIFACTS)
+	CHROMIUM_PATH="$$(scripts/ensure-chromium)" $(BIN)/python -m pytest $(PARALLEL) $(E2E_ARTIFACTS)
 
 ## Everything but the end-to-end and slow tests.
 test-fast: $(VENV)/.dev-installed
-	$(BIN)/python -m pytest -m "not e2e and not slow"
+	$(BIN)/python -m pytest $(PARALLEL) -m "not e2e and not slow"
 
 lint: $(VENV)/.dev-installed
 	$(BIN)/ruff format --check .

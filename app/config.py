@@ -43,6 +43,8 @@ class Settings:
     api_token: str | None = None
     admin_password_hash_source: str | None = field(default=None, repr=False)
     session_cookie_secure: bool = False
+    scheduler_tick_seconds: float = 1.0
+    scheduler_follower_retry_seconds: float = 3.0
 
     @property
     def auth_enabled(self) -> bool:
@@ -69,6 +71,8 @@ class Settings:
             "ADMIN_PASSWORD_HASH": self.admin_password_hash,
             "API_TOKEN": self.api_token,
             "SESSION_COOKIE_SECURE": self.session_cookie_secure,
+            "SCHEDULER_TICK_SECONDS": self.scheduler_tick_seconds,
+            "SCHEDULER_FOLLOWER_RETRY_SECONDS": self.scheduler_follower_retry_seconds,
             # Changes whenever the password does, so old sessions end with it.
             "ADMIN_PASSWORD_FINGERPRINT": _fingerprint(self.secret_key, self.admin_password_hash_source),
             "AUTH_ENABLED": self.auth_enabled,
@@ -109,6 +113,10 @@ def load_settings(env: dict[str, str], default_instance_path: Path) -> Settings:
         admin_password_hash_source=(env.get("ADMIN_PASSWORD") or env.get("ADMIN_PASSWORD_HASH", "")).strip() or None,
         session_cookie_secure=_boolean(env, "SESSION_COOKIE_SECURE", default=False),
         api_token=_api_token(env),
+        scheduler_tick_seconds=_seconds(env, "SCHEDULER_TICK_SECONDS", default=1.0, low=0.05, high=60),
+        scheduler_follower_retry_seconds=_seconds(
+            env, "SCHEDULER_FOLLOWER_RETRY_SECONDS", default=3.0, low=0.05, high=300
+        ),
     )
 
 
@@ -192,6 +200,19 @@ def _integer(env: dict[str, str], name: str, default: int, low: int, high: int) 
         raise ConfigError(f"{name} must be a whole number from {low} to {high} (got {raw!r}).") from None
     if not low <= value <= high:
         raise ConfigError(f"{name} must be a whole number from {low} to {high} (got {value}).")
+    return value
+
+
+def _seconds(env: dict[str, str], name: str, default: float, low: float, high: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number of seconds from {low:g} to {high:g} (got {raw!r}).") from None
+    if not low <= value <= high:  # also refuses nan and inf
+        raise ConfigError(f"{name} must be a number of seconds from {low:g} to {high:g} (got {raw!r}).")
     return value
 
 

@@ -1,14 +1,18 @@
-"""End-to-end fixtures: the real app under gunicorn (2 workers) and the system Chromium."""
+"""End-to-end fixtures: the real app under gunicorn (2 workers) and the system Chromium.
+
+Under pytest-xdist every worker has its own browser (pytest-playwright's session
+fixtures are per worker) and every test its own server on a free port.
+"""
 
 from __future__ import annotations
 
 import os
 import shutil
+from pathlib import Path
 
 import pytest
 
 from e2e.support import open_settings
-from tests.support.server import GunicornServer
 
 CHROMIUM_FLAGS = [
     "--no-sandbox",
@@ -18,6 +22,19 @@ CHROMIUM_FLAGS = [
     "--disable-sync",
     "--no-first-run",
 ]
+
+
+def pytest_configure(config):
+    """Wipe the artifacts folder once, in the controlling process (not once per xdist worker)."""
+    if hasattr(config, "workerinput"):
+        return
+    output = Path(config.getoption("--output", "test-results"))
+    shutil.rmtree(output, ignore_errors=True)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def delete_output_dir():
+    """Replaces pytest-playwright's per-session wipe: a late xdist worker would delete others' artifacts."""
 
 
 def pytest_collection_modifyitems(items):
@@ -43,11 +60,9 @@ def browser_type_launch_args(browser_type_launch_args):
 
 
 @pytest.fixture
-def live_server(tmp_path):
+def live_server(gunicorn):
     """A fresh app (own instance folder and database) under gunicorn with 2 workers."""
-    server = GunicornServer(tmp_path / "instance", workers=2).start()
-    yield server
-    server.stop()
+    return gunicorn()
 
 
 @pytest.fixture
@@ -62,17 +77,6 @@ def settings_page(live_server, page):
 
 
 @pytest.fixture
-def start_server(tmp_path):
-    """Start another app server: ``start_server(name, **env)``; every one is stopped at teardown."""
-    servers: list[GunicornServer] = []
-
-    def start(name: str = "instance", prepare=None, **env: str) -> GunicornServer:
-        server = GunicornServer(tmp_path / name, workers=2, **env)
-        if prepare is not None:
-            prepare(server.instance)
-        servers.append(server)
-        return server.start()
-
-    yield start
-    for server in servers:
-        server.stop()
+def start_server(gunicorn):
+    """Start another app server: ``start_server(name, prepare=None, **env)``; every one is stopped at teardown."""
+    return gunicorn

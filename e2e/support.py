@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import sqlite3
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -126,16 +125,8 @@ def set_schedule(server: GunicornServer, **schedule) -> dict:
 
 
 def wait_until_applied(server: GunicornServer, timeout: float = 15) -> dict:
-    """Poll the API until the leader has reconciled the saved schedule; return the job."""
-    deadline = time.monotonic() + timeout
-    while True:
-        code, body = server.request("GET", "/api/v1/settings/scheduler")
-        assert code == 200, body
-        job = body["jobs"][0]
-        if not job["pending_apply"]:
-            return job
-        assert time.monotonic() < deadline, f"schedule not applied within {timeout} s: {job}"
-        time.sleep(0.2)
+    """Wait until the scheduler's leader has applied the saved schedule; return the job."""
+    return server.wait_until_applied(timeout)
 
 
 def make_backup(server: GunicornServer) -> str:

@@ -78,6 +78,8 @@ def form_page(form_server, page):
     return open_settings(page, form_server)
 
 
+# One worker runs every test of the shared ``form_server`` (xdist), so it starts once.
+@pytest.mark.xdist_group("a11y-form-server")
 @pytest.mark.parametrize("strategy", ["Disabled", "Daily", "Weekly", "Cron expression", "Every N hours"])
 def test_each_strategy_has_no_violations(form_page, strategy, pytestconfig):
     page = form_page
@@ -90,6 +92,7 @@ def test_each_strategy_has_no_violations(form_page, strategy, pytestconfig):
     audit(page, f"strategy-{strategy.lower().replace(' ', '-')}", pytestconfig)
 
 
+@pytest.mark.xdist_group("a11y-form-server")
 @pytest.mark.parametrize("strategy", ["Weekly", "Cron expression"])
 def test_validation_errors_have_no_violations(form_page, strategy, pytestconfig):
     page = form_page

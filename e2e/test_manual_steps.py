@@ -149,6 +149,7 @@ def slow_backup_server(start_server):
     shutil.rmtree(server.instance, ignore_errors=True)  # don't keep a gigabyte of test data around
 
 
+@pytest.mark.xdist_group("big-database")
 def test_step_05_run_backup_now(slow_backup_server, page):
     server = slow_backup_server
     first = make_backup(server)  # step 2's backup

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import re
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 
 from playwright.sync_api import Page, expect
@@ -12,10 +12,8 @@ from playwright.sync_api import Page, expect
 from e2e.support import (
     ZONE,
     alerts,
-    assert_no_reload,
     choose_strategy,
     make_backup,
-    mark_no_reload,
     open_settings,
     run_history,
     saved_schedule,
@@ -27,27 +25,6 @@ from e2e.support import (
 )
 
 DESKTOP, PHONE = 1280, 360
-
-
-def test_every_hour_shows_next_run_about_an_hour_ahead_and_run_now_succeeds_in_place(settings_page):
-    page = settings_page
-    mark_no_reload(page)
-
-    choose_strategy(page, "Every N hours")
-    page.get_by_label("Every N hours").fill("1")
-    saved_at = datetime.now(ZONE)
-    page.get_by_role("button", name="Save schedule").click()
-
-    next_run = status_value(page, "Next run")
-    expect(next_run).to_contain_text(re.compile(r"in (1 h|59 min)"))
-    assert timedelta(minutes=59) <= shown_time(next_run) - saved_at <= timedelta(minutes=61)
-
-    page.get_by_role("button", name="Run backup now").click()
-
-    expect(status_value(page, "Last result")).to_contain_text("Success", timeout=10_000)
-    expect(status_value(page, "Last run")).to_contain_text("manual")
-    assert_no_reload(page)
-    assert page.console_errors == []
 
 
 def test_daily_schedule_is_saved_without_javascript(live_server, new_context):

@@ -25,6 +25,9 @@ BASE_ENV = {"SCHEDULER_TIMEZONE": "UTC"}
         ("BACKUP_KEEP_LAST", "2.5", ["whole number from 1 to 10000"]),
         ("SCHEDULER_MISFIRE_GRACE_SECONDS", "-5", ["whole number from 1 to 604800"]),
         ("BACKUP_BUSY_TIMEOUT_SECONDS", "0", ["whole number from 1 to 3600"]),
+        ("SCHEDULER_TICK_SECONDS", "0", ["number of seconds from 0.05 to 60"]),
+        ("SCHEDULER_TICK_SECONDS", "nan", ["number of seconds from 0.05 to 60"]),
+        ("SCHEDULER_FOLLOWER_RETRY_SECONDS", "soon", ["number of seconds from 0.05 to 300"]),
         ("DATABASE_URL", "postgresql://x/y", ["SQLite file", "sqlite:////"]),
         ("DATABASE_URL", "sqlite://", ["SQLite file", "sqlite:////"]),
         ("DATABASE_URL", "sqlite:///:memory:", ["SQLite file", "sqlite:////"]),
@@ -152,3 +155,12 @@ def test_processes_starting_together_share_one_secret_key(tmp_path):
         assert stored
         assert {keys[number] for keys in keys_per_process} == {stored}
         assert sorted(path.name for path in instance.iterdir()) == ["secret_key"]
+
+
+def test_scheduler_timings_default_to_one_and_three_seconds_and_can_be_shortened(tmp_path):
+    """Tests shorten the leader's tick and the followers' retry; production keeps the defaults."""
+    default = load_settings({**BASE_ENV, "SECRET_KEY": "k"}, tmp_path).as_flask_config()
+    assert (default["SCHEDULER_TICK_SECONDS"], default["SCHEDULER_FOLLOWER_RETRY_SECONDS"]) == (1.0, 3.0)
+    env = {**BASE_ENV, "SECRET_KEY": "k", "SCHEDULER_TICK_SECONDS": "0.25", "SCHEDULER_FOLLOWER_RETRY_SECONDS": "0.5"}
+    short = load_settings(env, tmp_path).as_flask_config()
+    assert (short["SCHEDULER_TICK_SECONDS"], short["SCHEDULER_FOLLOWER_RETRY_SECONDS"]) == (0.25, 0.5)

@@ -36,6 +36,7 @@ from app.tasks import TASKS, TaskBusy, claim_task, close_interrupted_runs, compl
 log = logging.getLogger(__name__)
 
 JOBS_TABLE = "apscheduler_jobs"
+# Defaults; SCHEDULER_TICK_SECONDS and SCHEDULER_FOLLOWER_RETRY_SECONDS override them (tests shorten them).
 TICK_SECONDS = 1.0  # how often the leader checks for saved schedules (applied within ~2 s)
 HEARTBEAT_SECONDS = 2.0
 FOLLOWER_RETRY_SECONDS = 3.0  # a follower takes over within this (+ start-up) after the leader dies
@@ -102,6 +103,8 @@ class SchedulerService:
         self.enabled: bool = bool(config["SCHEDULER_ENABLED"])
         self.timezone: str = config["SCHEDULER_TIMEZONE"]
         self.misfire_grace: int = int(config["SCHEDULER_MISFIRE_GRACE_SECONDS"])
+        self.tick_seconds = float(config.get("SCHEDULER_TICK_SECONDS", TICK_SECONDS))
+        self.follower_retry_seconds = float(config.get("SCHEDULER_FOLLOWER_RETRY_SECONDS", FOLLOWER_RETRY_SECONDS))
         state_path = Path(config["STATE_DATABASE_PATH"])
         self._lock = FileLock(state_path.with_name(state_path.name + ".scheduler.lock"))
         self._scheduler: BackgroundScheduler | None = None
@@ -145,7 +148,7 @@ class SchedulerService:
             except Exception:
                 log.exception("scheduler leader loop failed; resigning and retrying")
                 self._resign()
-            self._stop.wait(TICK_SECONDS if self.is_leader else FOLLOWER_RETRY_SECONDS)
+            self._stop.wait(self.tick_seconds if self.is_leader else self.follower_retry_seconds)
 
     def _take_over(self) -> None:
         global _leader

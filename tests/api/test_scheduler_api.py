@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import threading
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -14,6 +13,7 @@ from sqlalchemy import text
 
 from app.services.backups import backup_lock
 from app.services.scheduler import load_schedule
+from tests.support.waiting import wait_for
 
 API = "/api/v1/settings"
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -32,13 +32,12 @@ def stored(db) -> tuple[dict, int | None]:
 
 def wait_for_run(client, run_id: int) -> dict:
     """Poll a started run until it has finished; fail after RUN_TIMEOUT_SECONDS."""
-    deadline = time.monotonic() + RUN_TIMEOUT_SECONDS
-    while True:
+
+    def finished():
         run = client.get(f"{API}/scheduler/runs/{run_id}").get_json()["run"]
-        if run["status"] != "running":
-            return run
-        assert time.monotonic() < deadline, f"run {run_id} still running after {RUN_TIMEOUT_SECONDS} s"
-        time.sleep(0.05)
+        return run if run["status"] != "running" else None
+
+    return wait_for(finished, RUN_TIMEOUT_SECONDS, message=f"run {run_id} still running after {RUN_TIMEOUT_SECONDS} s")
 
 
 def post_from_threads(app, url: str, count: int) -> list:

@@ -38,6 +38,10 @@ from tests.faults.helpers import (
     wait_for,
 )
 from tests.support.server import GunicornServer
+from tests.support.sqlite import query as query_database
+
+# Big databases and disk-heavy kills: never two of these at once (xdist), or the timing blurs.
+pytestmark = pytest.mark.xdist_group("big-database")
 
 SOURCE_MEGABYTES = 200  # copy ~0.3 s, verify ~0.6 s here: long enough to catch each phase
 FROZEN_POINTS = ("starting", "finalizing", "published")  # too short to hit by polling: the driver stops itself
@@ -207,11 +211,7 @@ def test_backup_killed_at_any_point_leaves_only_verified_backups_and_the_next_ru
 
 
 def query(instance: Path, sql: str, *args) -> list[tuple]:
-    connection = sqlite3.connect(instance / "state.db", timeout=10)
-    try:
-        return connection.execute(sql, args).fetchall()
-    finally:
-        connection.close()
+    return query_database(instance / "state.db", sql, *args)
 
 
 @pytest.mark.slow

@@ -35,6 +35,9 @@ from tests.faults.helpers import (
 )
 from tests.support.server import GunicornServer
 
+# The module-scoped server and mounts are shared: one xdist worker runs this whole module.
+pytestmark = pytest.mark.xdist_group("disk-faults")
+
 NOT_WRITABLE = "is not writable"
 FULL = "is full (no space left on device)"
 IS_A_FILE = "is a file, not a folder"

@@ -29,6 +29,8 @@ from tests.faults.helpers import PROJECT_ROOT, add_filler_rows, process_state
 from tests.support.data import fill_items, integrity
 from tests.support.waiting import wait_for
 
+pytestmark = pytest.mark.xdist_group("big-database")  # one ~200 MB database at a time on the disk
+
 SOURCE_MEGABYTES = 200  # a copy of several 64 MiB steps: one can be stopped half done
 BACKUP_NAME = "backup-20261101T030000.000000Z-manual.sqlite3"
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 from sqlalchemy import func, select
@@ -13,6 +12,7 @@ from app.models import JobRun
 from app.services import runs
 from app.services.scheduler import load_schedule
 from tests.settings.html_tree import parse
+from tests.support.waiting import wait_for
 
 PASSWORD = "correct horse battery"
 TOKEN = "t" * 32
@@ -49,10 +49,11 @@ def log_in(client, password: str = PASSWORD, next_url: str | None = None):
 def wait_for_runs_to_finish(app, task: str = "backup_db") -> None:
     """Background runs started by a test write to its database: let them end before teardown."""
     db = app.extensions["db"]
-    deadline = time.monotonic() + RUN_TIMEOUT_SECONDS
-    while runs.latest_run(db, task, status="running") is not None:
-        assert time.monotonic() < deadline, f"a {task} run is still running after {RUN_TIMEOUT_SECONDS} s"
-        time.sleep(0.05)
+    wait_for(
+        lambda: runs.latest_run(db, task, status="running") is None,
+        RUN_TIMEOUT_SECONDS,
+        message=f"a {task} run is still running after {RUN_TIMEOUT_SECONDS} s",
+    )
 
 
 def changeable_state(app) -> tuple:

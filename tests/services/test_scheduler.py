@@ -22,7 +22,6 @@ from app.models import JobRun, ScheduleConfig, SchedulerState, utcnow
 from app.services import runs
 from app.services.backups import list_backups
 from app.services.scheduler import (
-    FOLLOWER_RETRY_SECONDS,
     JOBS_TABLE,
     LeaderScheduler,
     SchedulerService,
@@ -38,11 +37,15 @@ TASK = "backup_db"
 
 @pytest.fixture
 def services(app):
-    """Make extra SchedulerService instances on the app's database ("other workers")."""
+    """Make extra SchedulerService instances on the app's database ("other workers").
+
+    Followers retry the lock every 0.2 s (not 3 s); the leader keeps its default tick.
+    """
     made = []
 
     def factory(**config):
-        service = SchedulerService({**app.config, **config}, app.extensions["db"])
+        settings = {**app.config, "SCHEDULER_FOLLOWER_RETRY_SECONDS": 0.2, **config}
+        service = SchedulerService(settings, app.extensions["db"])
         made.append(service)
         return service
 
@@ -61,6 +64,27 @@ def set_next_run_time(db, job_id: str, when) -> None:
         scheduler.shutdown(wait=False)
 
 
+def count_calls(obj, name: str) -> list:
+    """Record each call of ``obj.name`` (its results, in order) without changing it."""
+    calls = []
+    original = getattr(obj, name)
+
+    def counted(*args, **kwargs):
+        result = original(*args, **kwargs)
+        calls.append(result)
+        return result
+
+    setattr(obj, name, counted)
+    return calls
+
+
+def heartbeat_of(db, service) -> SchedulerState | None:
+    """The heartbeat row once ``service`` wrote it (its first is written after its first reconcile)."""
+    with db.session() as session:
+        state = session.get(SchedulerState, 1)
+    return state if state is not None and state.started_at == service.leader_started_at else None
+
+
 def all_runs(db) -> list[JobRun]:
     with db.session() as session:
         return list(session.scalars(select(JobRun).order_by(JobRun.id)))
@@ -70,12 +94,14 @@ def test_only_one_service_leads_and_another_takes_over_when_it_stops(services):
     first, second = services(), services()
     first.start()
     wait_for(lambda: first.is_leader, 5)
+    attempts = count_calls(second._lock, "try_acquire")
     second.start()
-    time.sleep(FOLLOWER_RETRY_SECONDS + 0.5)
+    wait_for(lambda: len(attempts) >= 3, 5)  # it tried, and was refused, three times
+    assert attempts[:3] == [False] * 3
     assert not second.is_leader
 
     first.stop()
-    wait_for(lambda: second.is_leader, FOLLOWER_RETRY_SECONDS + 2)
+    wait_for(lambda: second.is_leader, 2)
     assert not first.is_leader
 
 
@@ -94,12 +120,13 @@ def test_leader_lock_is_freed_when_the_leading_process_is_killed(app, services):
     try:
         assert holder.stdout.readline().strip() == "locked"
         service = services()
+        attempts = count_calls(service._lock, "try_acquire")
         service.start()
-        time.sleep(1)
+        wait_for(lambda: len(attempts) >= 2, 5)
         assert not service.is_leader
         holder.kill()
         holder.wait()
-        wait_for(lambda: service.is_leader, FOLLOWER_RETRY_SECONDS + 2)
+        wait_for(lambda: service.is_leader, 2)
     finally:
         holder.kill()
 
@@ -107,7 +134,7 @@ def test_leader_lock_is_freed_when_the_leading_process_is_killed(app, services):
 def test_disabled_scheduler_never_starts(services):
     service = services(SCHEDULER_ENABLED=False)
     assert service.start() is False
-    time.sleep(0.5)
+    assert service._thread is None  # nothing competes for the lock
     assert not service.is_leader
 
 
@@ -123,12 +150,16 @@ def test_schedule_saved_anywhere_is_applied_by_the_leader_within_two_seconds(db,
     assert time.monotonic() - started < 2.5
     local = next_run.astimezone(leader_zone(leader))
     assert (local.hour, local.minute) == (3, 15)
-    with db.session() as session:
-        row = session.get(ScheduleConfig, TASK)
-        assert row.applied_version == row.version
+    wait_for(lambda: applied(db), 1)  # the job is stored first, then its version is marked applied
 
     save_schedule(db, TASK, Schedule("disabled"))
     wait_for(lambda: read_next_run(db, TASK) is None and not job_stored(db), 3)
+
+
+def applied(db) -> bool:
+    with db.session() as session:
+        row = session.get(ScheduleConfig, TASK)
+    return row.applied_version == row.version
 
 
 def leader_zone(service):
@@ -148,17 +179,20 @@ def test_restart_keeps_interval_timing_and_saving_the_same_schedule_changes_noth
     before = wait_for(lambda: read_next_run(db, TASK), 5)
     first.stop()
 
-    time.sleep(1.2)  # a re-added interval job would start counting again from now
+    time.sleep(1.2)  # real clock under test: a re-added interval job would start counting again from now
     second = services()
+    reconciled = count_calls(second, "reconcile")
     second.start()
-    wait_for(lambda: second.is_leader, 5)
-    time.sleep(1.5)
+    wait_for(lambda: heartbeat_of(db, second), 5)  # written after its first reconcile
+    assert reconciled[0] == []
     assert read_next_run(db, TASK) == before
 
     with db.session() as session:
         version = session.get(ScheduleConfig, TASK).version
     save_schedule(db, TASK, Schedule("interval", every_hours=6))
-    time.sleep(1.5)
+    seen = len(reconciled)
+    wait_for(lambda: len(reconciled) >= seen + 2, 5)  # two more leader ticks
+    assert reconciled[seen:] == [[], []]
     with db.session() as session:
         assert session.get(ScheduleConfig, TASK).version == version
     assert read_next_run(db, TASK) == before
@@ -177,7 +211,7 @@ def test_fire_time_missed_while_down_runs_once_as_catch_up(app, db, services):
     second = services()
     second.start()
     run = wait_for(lambda: runs.latest_run(db, TASK, status="success"), 10)
-    time.sleep(1)
+    time.sleep(1)  # real clock under test: a second catch-up run would have started by now
     finished = [r for r in all_runs(db) if r.status != "running"]
     assert [r.trigger for r in finished if r.trigger == "catch-up"] == ["catch-up"]
     # A minute boundary may pass while the test runs: that run is punctual, not another catch-up.

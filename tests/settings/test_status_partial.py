@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from datetime import datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -14,6 +13,7 @@ from app.models import JobRun, SchedulerState, utcnow
 from app.services import runs
 from tests.settings.html_tree import oob_toast, parse
 from tests.support.locks import backup_running
+from tests.support.waiting import wait_for
 
 BERLIN = ZoneInfo("Europe/Berlin")
 
@@ -173,11 +173,11 @@ def test_with_scheduling_turned_off_the_page_says_so_and_schedule_actions_are_go
 
 def wait_until_idle(db, timeout: float = 10) -> JobRun:
     """The latest run once it is no longer running (so no thread outlives the test)."""
-    deadline = time.monotonic() + timeout
-    while (run := runs.latest_run(db, "backup_db")).status == "running":
-        assert time.monotonic() < deadline, "the backup did not finish"
-        time.sleep(0.05)
-    return run
+    return wait_for(
+        lambda: (run := runs.latest_run(db, "backup_db")).status != "running" and run,
+        timeout,
+        message="the backup did not finish",
+    )
 
 
 def test_run_backup_now_answers_202_with_the_status_region_and_finishes_in_the_background(app, client, db, htmx):

@@ -1,4 +1,8 @@
-"""Run the real app under gunicorn on a free port, for tests that span processes."""
+"""Run the real app under gunicorn on a free port, for tests that span processes.
+
+The one way tests start gunicorn: ``GunicornServer`` for one server, the ``gunicorn``
+fixture (``tests/support/fixtures.py``) for servers stopped at teardown.
+"""
 
 from __future__ import annotations
 
@@ -11,9 +15,17 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from tests.support.sqlite import query
+from tests.support.waiting import wait_for
+
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+# Shorter than the defaults (1 s and 3 s) so a saved schedule is applied, and a killed
+# leader replaced, sooner; tests of the default timing build a SchedulerService instead.
+FAST_SCHEDULER = {"SCHEDULER_TICK_SECONDS": "0.25", "SCHEDULER_FOLLOWER_RETRY_SECONDS": "0.5"}
 
 
 def free_port() -> int:
@@ -36,6 +48,7 @@ class GunicornServer:
             "SECRET_KEY": "test-secret",
             "SCHEDULER_TIMEZONE": "Europe/Berlin",
             "PYTHONUNBUFFERED": "1",
+            **FAST_SCHEDULER,
             **env,
         }
         self.process: subprocess.Popen | None = None
@@ -103,6 +116,30 @@ class GunicornServer:
                 return answer.status, json.loads(answer.read() or b"null")
         except urllib.error.HTTPError as error:
             return error.code, json.loads(error.read() or b"null")
+
+    def query(self, sql: str, *args) -> list[tuple]:
+        """Rows from the app's state database (schedules, runs, heartbeat), read as another process would."""
+        return query(self.instance / "state.db", sql, *args)
+
+    def wait_until_applied(self, timeout: float = 15) -> dict:
+        """Wait until the leader has applied the saved backup schedule; return the job."""
+
+        def applied():
+            status, body = self.request("GET", "/api/v1/settings/scheduler")
+            assert status == 200, body
+            job = body["jobs"][0]
+            return None if job["pending_apply"] else job
+
+        return wait_for(applied, timeout, interval=0.1, message=f"schedule not applied within {timeout} s")
+
+    def leader_pid(self, fresh_within: float = 10) -> int | None:
+        """The pid of the worker whose scheduler heartbeat is fresh, else None."""
+        rows = self.query("SELECT leader_pid, heartbeat_at FROM scheduler_state")
+        if not rows:
+            return None
+        pid, beat = rows[0]
+        age = datetime.now(UTC) - datetime.fromisoformat(beat).replace(tzinfo=UTC)
+        return pid if age < timedelta(seconds=fresh_within) else None
 
     def log(self) -> str:
         return self.log_path.read_text() if self.log_path.exists() else ""

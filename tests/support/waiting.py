@@ -5,12 +5,13 @@ from __future__ import annotations
 import time
 
 
-def wait_for(predicate, timeout: float, interval: float = 0.1):
+def wait_for(predicate, timeout: float, interval: float = 0.05, message: str | None = None):
     """Poll ``predicate`` until it returns something truthy (returned); fail after ``timeout`` s."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while True:
         value = predicate()
         if value:
             return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(message or f"condition not met within {timeout} s")
         time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout} s")
