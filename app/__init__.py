@@ -54,14 +54,16 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.extensions["db"] = db
     csrf.init_app(app)
 
+    from app.services.backup_tasks import register_builtin_tasks
     from app.services.data_database import ensure_data_database
-    from app.services.scheduler import SchedulerService
+    from app.services.scheduler import ENTRY_POINT, LEGACY_ENTRY_POINTS, SchedulerService
     from app.services.state_migration import move_state_tables
-    from app.tasks import TASKS
 
+    tasks = register_builtin_tasks()
     app.extensions["scheduler"] = SchedulerService(app.config, db)
     ensure_data_database(settings.database_path)
-    move_state_tables(settings.database_path, db, {task.id: task.job_ref for task in TASKS.values()})
+    entry_points = {task_id: {ENTRY_POINT, LEGACY_ENTRY_POINTS.get(task_id, ENTRY_POINT)} for task_id in tasks}
+    move_state_tables(settings.database_path, db, entry_points)
 
     from app import api, auth, cli, health, web
     from app import settings as settings_pages

@@ -14,13 +14,15 @@ from werkzeug.datastructures import MultiDict
 from app.api.serializers import backup_json, health_json, job_json, run_json
 from app.extensions import get_db
 from app.services import runs
+from app.services.backup_tasks import restore_now
 from app.services.backups import BackupNotFound
 from app.services.catalogue import catalogued_backups
+from app.services.registry import TASKS
+from app.services.runner import TaskBusy, run_task_now
 from app.services.scheduler import save_schedule
 from app.services.schedules import MODES
 from app.services.status import scheduler_health, task_status
 from app.settings.forms import ScheduleForm
-from app.tasks import TASKS, TaskBusy, restore_now, run_task_now
 from app.web import file_size
 
 BACKUP_TASK = "backup_db"

@@ -39,6 +39,7 @@ class Settings:
     backup_busy_timeout_seconds: float
     restore_busy_timeout_seconds: float = 30.0
     max_upload_mb: int = 4096
+    backup_verify_count: int = 3
     admin_password_hash: str | None = None
     api_token: str | None = None
     admin_password_hash_source: str | None = field(default=None, repr=False)
@@ -68,6 +69,7 @@ class Settings:
             "BACKUP_BUSY_TIMEOUT_SECONDS": self.backup_busy_timeout_seconds,
             "RESTORE_BUSY_TIMEOUT_SECONDS": self.restore_busy_timeout_seconds,
             "MAX_UPLOAD_MB": self.max_upload_mb,
+            "BACKUP_VERIFY_COUNT": self.backup_verify_count,
             "ADMIN_PASSWORD_HASH": self.admin_password_hash,
             "API_TOKEN": self.api_token,
             "SESSION_COOKIE_SECURE": self.session_cookie_secure,
@@ -109,6 +111,7 @@ def load_settings(env: dict[str, str], default_instance_path: Path) -> Settings:
         backup_busy_timeout_seconds=float(_integer(env, "BACKUP_BUSY_TIMEOUT_SECONDS", default=30, low=1, high=3600)),
         restore_busy_timeout_seconds=float(_integer(env, "RESTORE_BUSY_TIMEOUT_SECONDS", default=30, low=1, high=3600)),
         max_upload_mb=_integer(env, "MAX_UPLOAD_MB", default=4096, low=1, high=1_048_576),
+        backup_verify_count=_integer(env, "BACKUP_VERIFY_COUNT", default=3, low=1, high=10_000),
         admin_password_hash=_password_hash(env),
         admin_password_hash_source=(env.get("ADMIN_PASSWORD") or env.get("ADMIN_PASSWORD_HASH", "")).strip() or None,
         session_cookie_secure=_boolean(env, "SESSION_COOKIE_SECURE", default=False),

@@ -110,6 +110,8 @@ class BackupRecord(Base):
     sha256: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     verified_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Why the last verification found the file unusable (None while it is fine).
+    damaged: Mapped[str | None] = mapped_column(Text)
 
 
 class StateMeta(Base):

@@ -16,7 +16,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from app import create_app
-from app.tasks import claim_task, complete_task
+from app.services.runner import claim_task, complete_task
 from e2e.support import (
     alerts,
     choose_strategy,

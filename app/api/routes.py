@@ -12,14 +12,16 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from app.api.serializers import backup_json, health_json, iso, job_json, run_json
 from app.extensions import csrf, get_db
 from app.services import runs
+from app.services.backup_tasks import start_restore_in_background
 from app.services.backups import BackupError, BackupNotFound, resolve_backup
 from app.services.catalogue import catalogued_backups, delete_catalogued
-from app.services.scheduler import save_schedule, stored_jobs
+from app.services.registry import TASKS
+from app.services.runner import TaskBusy, run_task_now, start_task_in_background
+from app.services.scheduler import ENTRY_POINT, save_schedule, stored_jobs
 from app.services.schedules import Schedule
 from app.services.status import scheduler_health, task_status
 from app.services.uploads import accept_upload
 from app.settings.forms import ScheduleForm, formdata_from_json
-from app.tasks import TASKS, TaskBusy, run_task_now, start_restore_in_background, start_task_in_background
 from app.web import staged_upload
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -228,7 +230,8 @@ def scheduler_jobs():
     jobs = [
         {
             "id": task.id,
-            "func": task.job_ref,
+            "func": ENTRY_POINT,
+            "args": [task.id],
             "stored": task.id in stored,
             "next_run_time": iso(stored.get(task.id), _timezone()),
         }

@@ -47,6 +47,7 @@ def backup_json(backup: CataloguedBackup, timezone: str) -> dict:
         "kind": backup.kind,
         "sha256": backup.sha256,
         "verified_at": iso(backup.verified_at, timezone),
+        "damaged": backup.damaged,
     }
 
 

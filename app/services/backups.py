@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from app.services.errors import TaskError
 from app.services.locks import FileLock
 
 log = logging.getLogger(__name__)
@@ -42,16 +43,10 @@ COPY_STEP_PAGES = 16_384  # 64 MiB with 4 KiB pages: progress without measurable
 Progress = Callable[[str, int | None], None]
 
 
-class BackupError(Exception):
+class BackupError(TaskError):
     """A backup could not be made or found; the message is fit to show a user."""
 
     status_code = 500
-
-
-class BackupInProgress(BackupError):
-    """Another backup is running (in this or another process)."""
-
-    status_code = 409
 
 
 class BackupNotFound(BackupError):

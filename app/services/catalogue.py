@@ -34,6 +34,7 @@ class CataloguedBackup:
     kind: str
     sha256: str | None
     verified_at: datetime | None
+    damaged: str | None = None
 
 
 def record_backup(db: Database, name: str, kind: str, size: int, sha256: str, created_at: datetime) -> None:
@@ -64,8 +65,19 @@ def mark_verified(db: Database, name: str) -> None:
             record = session.get(BackupRecord, name)
             if record is not None:
                 record.verified_at = utcnow()
+                record.damaged = None
     except OperationalError as exc:
         log.warning("verification time of %s not recorded (%s)", name, exc.orig)
+
+
+def mark_damaged(db: Database, name: str, reason: str, size: int, created_at: datetime, kind: str) -> None:
+    """Note that the file failed its verification, and why (shown in the list until it passes again)."""
+    with db.writer() as session:
+        record = session.get(BackupRecord, name)
+        if record is None:
+            record = BackupRecord(name=name, kind=kind, size=size, sha256="", created_at=created_at)
+            session.add(record)
+        record.damaged = reason
 
 
 def forget_backup(db: Database, name: str) -> None:
@@ -95,8 +107,9 @@ def _merge(backup: BackupFile, record: BackupRecord | None) -> CataloguedBackup:
         size=backup.size,
         created_at=backup.created_at,
         kind=backup.kind,
-        sha256=record.sha256 if known else None,
+        sha256=(record.sha256 or None) if known else None,
         verified_at=record.verified_at if known else None,
+        damaged=record.damaged if record is not None else None,
     )
 
 

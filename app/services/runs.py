@@ -77,7 +77,7 @@ def record_missed_run(db: Database, task: str, scheduled_for: datetime, reason: 
     return run
 
 
-def mark_interrupted(db: Database, task: str) -> int:
+def mark_interrupted(db: Database, task: str, message: str) -> int:
     """Turn runs left "running" by a dead process into "interrupted".
 
     Call only while holding the task's lock: then no live run of the task exists anywhere.
@@ -92,7 +92,7 @@ def mark_interrupted(db: Database, task: str) -> int:
                 phase=None,
                 error=case(
                     (JobRun.trigger == "restore", INTERRUPTED_RESTORE),
-                    else_="The process running this backup stopped before it finished.",
+                    else_=message,
                 ),
             )
         )

@@ -29,13 +29,18 @@ from app.db import Database
 from app.models import ScheduleConfig, ScheduleNotice, SchedulerState, utcnow
 from app.services import runs
 from app.services.locks import FileLock
+from app.services.registry import TASKS
+from app.services.runner import TaskBusy, claim_task, close_interrupted_runs, complete_task
 from app.services.schedules import Schedule, ScheduleError, build_trigger
 from app.services.trigger_migration import is_legacy_trigger, migrate_job
-from app.tasks import TASKS, TaskBusy, claim_task, close_interrupted_runs, complete_task
 
 log = logging.getLogger(__name__)
 
 JOBS_TABLE = "apscheduler_jobs"
+# The one job-store entry point of every task (called with the task id). Stored by name:
+# never rename it. Stage-1 jobs name app.tasks:scheduled_backup_job, which still works.
+ENTRY_POINT = "app.services.scheduler:run_scheduled_task"
+LEGACY_ENTRY_POINTS = {"backup_db": "app.tasks:scheduled_backup_job"}
 # Defaults; SCHEDULER_TICK_SECONDS and SCHEDULER_FOLLOWER_RETRY_SECONDS override them (tests shorten them).
 TICK_SECONDS = 1.0  # how often the leader checks for saved schedules (applied within ~2 s)
 HEARTBEAT_SECONDS = 2.0
@@ -201,6 +206,10 @@ class SchedulerService:
             job = self._scheduler.get_job(task.id)
             up_to_date = config is None or config.version == config.applied_version
             if up_to_date and (job is not None) == (config is not None and config.mode != "disabled"):
+                if job is not None and job.func_ref != ENTRY_POINT:
+                    # A stage-1 job: same trigger and pending fire time, the one entry point.
+                    self._scheduler.modify_job(task.id, func=ENTRY_POINT, args=[task.id])
+                    changed.append(task.id)
                 if job is not None and is_legacy_trigger(job.trigger):
                     migrate_job(self._scheduler, self.db, task.id, schedule_from_row(config), self.timezone)
                     changed.append(task.id)
@@ -220,7 +229,9 @@ class SchedulerService:
             if self._scheduler.get_job(task.id) is not None:
                 self._scheduler.remove_job(task.id)
         else:
-            self._scheduler.add_job(task.job_ref, trigger, id=task.id, name=task.title, replace_existing=True)
+            self._scheduler.add_job(
+                ENTRY_POINT, trigger, args=[task.id], id=task.id, name=task.title, replace_existing=True
+            )
         if config is not None:
             with self.db.writer() as session:
                 row = session.get(ScheduleConfig, task.id)

@@ -42,7 +42,7 @@ PLAIN_GLOBALS = {
 }
 
 
-def move_state_tables(data_path: Path, state: Database, job_refs: Mapping[str, str]) -> dict[str, int]:
+def move_state_tables(data_path: Path, state: Database, job_refs: Mapping[str, set[str]]) -> dict[str, int]:
     """At the first start on this state database, move legacy tables out of ``data_path``.
 
     Returns the rows copied per table. ``job_refs`` maps task ids to their entry points; a
@@ -87,7 +87,7 @@ def _legacy_tables(data_path: Path) -> list[str]:
     return [name for name in LEGACY_TABLES if name in names]
 
 
-def _copy_rows(session, data_path: Path, tables: list[str], job_refs: Mapping[str, str]) -> dict[str, int]:
+def _copy_rows(session, data_path: Path, tables: list[str], job_refs: Mapping[str, set[str]]) -> dict[str, int]:
     copied = {}
     state_conn = session.connection()
     with closing(sqlite3.connect(f"file:{data_path}?mode=ro", uri=True)) as legacy:
@@ -153,7 +153,7 @@ def _zoneinfo_getattr(owner, name: str):
     raise pickle.UnpicklingError(f"getattr({owner!r}, {name!r}) is not allowed in a stored job")
 
 
-def _trusted_job(row: Mapping, job_refs: Mapping[str, str]) -> bool:
+def _trusted_job(row: Mapping, job_refs: Mapping[str, set[str]]) -> bool:
     """Whether a stored job row is one of ours: an allowed pickle naming a task's own entry point."""
     from apscheduler.triggers.base import BaseTrigger
 
@@ -165,7 +165,8 @@ def _trusted_job(row: Mapping, job_refs: Mapping[str, str]) -> bool:
     trusted = (
         isinstance(state, dict)
         and state.get("id") == row.get("id")
-        and job_refs.get(row.get("id")) == state.get("func")
+        and state.get("func") in job_refs.get(row.get("id"), ())
+        and list(state.get("args") or []) in ([], [row.get("id")])
         and isinstance(state.get("trigger"), BaseTrigger)
     )
     if not trusted:

@@ -12,16 +12,17 @@ from app.extensions import get_db
 from app.models import utcnow
 from app.services import runs
 from app.services.backup_checks import BackupCheckError
+from app.services.backup_tasks import start_restore_in_background
 from app.services.backups import BackupError, BackupNotFound, resolve_backup
 from app.services.catalogue import catalogued_backups, delete_catalogued
 from app.services.crontab import DST_RULE, DST_RULE_WILDCARD, NEVER_RUNS
 from app.services.restore import preview_restore
+from app.services.runner import TaskBusy, run_task_now, start_task_in_background
 from app.services.scheduler import load_schedule, save_schedule
 from app.services.schedules import ScheduleError, build_trigger, describe, next_fire_times
 from app.services.status import task_status
 from app.services.uploads import accept_upload
 from app.settings.forms import RestoreForm, ScheduleForm, UploadForm
-from app.tasks import TaskBusy, run_task_now, start_restore_in_background, start_task_in_background
 from app.web import is_htmx, render_page_or_partial, staged_upload
 
 bp = Blueprint("settings", __name__, url_prefix="/settings")

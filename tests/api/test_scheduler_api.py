@@ -361,14 +361,15 @@ def test_ten_simultaneous_run_requests_start_exactly_one_backup(app, client, db)
 # --- GET /settings/scheduler/jobs -----------------------------------------------------------
 
 
-def test_jobs_lists_the_backup_job(client):
+def test_jobs_lists_one_job_per_task_with_the_one_entry_point(client):
     response = client.get(f"{API}/scheduler/jobs")
     body = response.get_json()
 
     assert response.status_code == 200
-    assert isinstance(body["jobs"], list)
-    assert [job["id"] for job in body["jobs"]] == ["backup_db"]
-    assert body["jobs"][0]["func"] == "app.tasks:scheduled_backup_job"
+    assert [(job["id"], job["func"], job["args"]) for job in body["jobs"]] == [
+        ("backup_db", "app.services.scheduler:run_scheduled_task", ["backup_db"]),
+        ("verify_backups", "app.services.scheduler:run_scheduled_task", ["verify_backups"]),
+    ]
 
 
 def test_errors_under_the_api_are_json_even_when_no_route_matches(client):

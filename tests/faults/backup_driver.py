@@ -22,7 +22,7 @@ import signal
 
 from app import create_app
 from app.services import backups, runs
-from app.tasks import claim_task, complete_task
+from app.services.runner import claim_task, complete_task
 
 PHASES = ("copying", "verifying", "finalizing")
 STOP_POINTS = ("starting", *PHASES, "published")

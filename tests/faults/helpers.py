@@ -11,7 +11,7 @@ from pathlib import Path
 
 from app.services import runs
 from app.services.backups import BACKUP_NAME, TEMP_PREFIX
-from app.tasks import RunOutcome, claim_task, complete_task
+from app.services.runner import RunOutcome, claim_task, complete_task
 from tests.support.waiting import wait_for  # noqa: F401 - used by the fault modules
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]

@@ -18,7 +18,7 @@ import signal
 
 from app import create_app
 from app.services import restore, runs
-from app.tasks import restore_now
+from app.services.backup_tasks import restore_now
 
 PHASES = ("checking", "safety backup", "verifying")
 STOP_POINTS = (*PHASES, "mid-copy")

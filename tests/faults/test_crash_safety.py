@@ -24,8 +24,8 @@ import pytest
 
 from app import create_app
 from app.services import runs
+from app.services.runner import claim_task, complete_task
 from app.services.status import task_status
-from app.tasks import claim_task, complete_task
 from tests.faults.helpers import (
     PROJECT_ROOT,
     TASK,

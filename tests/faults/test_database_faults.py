@@ -20,7 +20,7 @@ import pytest
 from app import db as app_db
 from app.services import runs
 from app.services.backups import BackupSourceError, perform_sqlite_backup
-from app.tasks import claim_task, complete_task
+from app.services.runner import claim_task, complete_task
 from tests.faults.helpers import (
     TASK,
     LockHolder,

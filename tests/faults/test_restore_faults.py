@@ -23,8 +23,8 @@ import pytest
 from app import create_app
 from app.services import runs
 from app.services.backups import perform_sqlite_backup
+from app.services.runner import claim_task, complete_task
 from app.services.runs import INTERRUPTED_RESTORE
-from app.tasks import claim_task, complete_task
 from tests.faults.helpers import PROJECT_ROOT, add_filler_rows, process_state
 from tests.support.data import fill_items, integrity
 from tests.support.waiting import wait_for

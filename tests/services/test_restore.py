@@ -16,10 +16,11 @@ import pytest
 
 from app.services import catalogue, restore
 from app.services.backup_checks import BackupCheckError, compare_schemas
+from app.services.backup_tasks import restore_now, start_restore_in_background
 from app.services.backups import BackupNotFound, list_backups
 from app.services.data_database import journal_mode, read_schema
 from app.services.restore import RestoreError, preview_restore, restore_backup
-from app.tasks import TaskBusy, restore_now, run_task_now, start_restore_in_background
+from app.services.runner import TaskBusy, run_task_now
 from tests.support.data import fill_items, hold_write_lock, integrity, row_checksum
 from tests.support.locks import backup_running
 from tests.support.waiting import wait_for

@@ -20,11 +20,12 @@ from sqlalchemy import create_engine, select
 
 from app import ConfigError, create_app
 from app.models import BackupRecord, Base, JobRun, ScheduleConfig, SchedulerState, StateMeta
+from app.services.backup_tasks import restore_now
 from app.services.data_database import journal_mode
+from app.services.runner import run_task_now
 from app.services.scheduler import read_next_run, stored_jobs
 from app.services.schedules import Schedule, build_trigger
 from app.services.state_migration import MOVED_MARKER
-from app.tasks import restore_now, run_task_now
 from tests.support.data import fill_items, row_checksum
 from tests.support.waiting import wait_for
 

@@ -17,7 +17,6 @@ from app.services.scheduler import JOBS_TABLE, LeaderScheduler, SchedulerService
 from app.services.schedules import Schedule, WallClockCronTrigger, next_fire_times
 from app.services.status import task_status
 from app.services.trigger_migration import read_notice
-from app.tasks import TASKS
 from tests.settings.html_tree import parse
 from tests.support.waiting import wait_for
 
@@ -39,7 +38,7 @@ def store_old_job(db, schedule: Schedule, trigger) -> datetime:
     scheduler = LeaderScheduler(jobstores={"default": SQLAlchemyJobStore(engine=db.engine, tablename=JOBS_TABLE)})
     scheduler.start(paused=True)
     try:
-        job = scheduler.add_job(TASKS[TASK].job_ref, trigger, id=TASK, name="Backup")
+        job = scheduler.add_job("app.tasks:scheduled_backup_job", trigger, id=TASK, name="Backup")
         return job.next_run_time
     finally:
         scheduler.shutdown(wait=False)
@@ -133,3 +132,44 @@ def test_stored_cron_line_that_cron_never_runs_is_unscheduled_with_a_notice(db, 
     assert "matches no date" in notice.message
     assert notice.after == []
     assert datetime.now(UTC) < notice.before[0]
+
+
+def test_a_job_stored_with_the_stage_one_entry_point_keeps_its_fire_time_and_gets_the_one_entry_point(app, db):
+    """Old job rows name app.tasks:scheduled_backup_job (the shim); the leader moves them over."""
+    from app.services.scheduler import ENTRY_POINT, read_next_run
+    from app.services.schedules import build_trigger
+
+    save_schedule(db, TASK, Schedule("cron", cron="0 3 * * *"))
+    with db.writer() as session:
+        row = session.get(ScheduleConfig, TASK)
+        row.applied_version = row.version
+    scheduler = LeaderScheduler(jobstores={"default": SQLAlchemyJobStore(engine=db.engine, tablename=JOBS_TABLE)})
+    scheduler.start(paused=True)
+    try:
+        trigger = build_trigger(Schedule("cron", cron="0 3 * * *"), "Europe/Berlin")
+        scheduler.add_job("app.tasks:scheduled_backup_job", trigger, id=TASK, name="Backup")
+    finally:
+        scheduler.shutdown(wait=False)
+    pending = read_next_run(db, TASK)
+
+    service = app.extensions["scheduler"]
+    service.start()
+    try:
+        wait_for(lambda: service.is_leader, 10)
+        job = wait_for(
+            lambda: (j := service._scheduler.get_job(TASK)) is not None and j.func_ref == ENTRY_POINT and j, 10
+        )
+        assert list(job.args) == [TASK]
+        assert read_next_run(db, TASK) == pending
+    finally:
+        service.stop()
+
+
+def test_the_stage_one_entry_point_still_runs_the_backup_task(app, db, monkeypatch):
+    import app.services.scheduler as scheduler_module
+    from app.tasks import scheduled_backup_job
+
+    called = []
+    monkeypatch.setattr(scheduler_module, "run_scheduled_task", called.append)
+    scheduled_backup_job()
+    assert called == [TASK]

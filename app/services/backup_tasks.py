@@ -1,0 +1,120 @@
+"""The backup tasks: "Database backup" (``backup_db``), its restores, and "Backup verification".
+
+A restore is a run of ``backup_db`` with trigger "restore": it holds the backup lock,
+so backups and restores are mutually single-flight, and its phases show in the backup
+task's status region.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from app.db import Database
+from app.models import JobRun
+from app.services import catalogue
+from app.services.backups import backup_lock, perform_sqlite_backup, remove_stale_temp_files, resolve_backup
+from app.services.locks import FileLock
+from app.services.registry import TASKS, Task, TaskContext, register
+from app.services.restore import remove_restore_leftovers, restore_backup
+from app.services.runner import RunOutcome, claim_task, complete_task, finish_in_background
+from app.services.verification import verify_backups
+
+BACKUP_TASK = "backup_db"
+VERIFY_TASK = "verify_backups"
+
+
+def _backup_db(ctx: TaskContext) -> dict:
+    result = perform_sqlite_backup(
+        Path(ctx.config["DATABASE_PATH"]),
+        Path(ctx.config["BACKUPS_DIR"]),
+        kind="manual" if ctx.trigger == "manual" else "auto",
+        keep_last=ctx.config["BACKUP_KEEP_LAST"],
+        busy_timeout=ctx.config["BACKUP_BUSY_TIMEOUT_SECONDS"],
+        progress=ctx.report,
+    )
+    catalogue.record_backup(ctx.db, result.name, result.kind, result.size, result.sha256, result.created_at)
+    return {"file": result.name, "size": result.size, "sha256": result.sha256, "backup": result}
+
+
+def _restore_body(name: str) -> Callable[[TaskContext], dict]:
+    """The body of a restore run of ``name`` (a run of ``backup_db`` with trigger "restore")."""
+
+    def restore(ctx: TaskContext) -> dict:
+        result = restore_backup(
+            Path(ctx.config["DATABASE_PATH"]),
+            Path(ctx.config["BACKUPS_DIR"]),
+            ctx.db,
+            name,
+            busy_timeout=ctx.config["RESTORE_BUSY_TIMEOUT_SECONDS"],
+            report=ctx.report,
+        )
+        detail = f"Safety backup of the previous data: {result.safety.name}"
+        return {"file": result.name, "size": result.size, "sha256": result.sha256, "detail": detail, "restore": result}
+
+    return restore
+
+
+def _backup_recover(config: Mapping) -> list[str]:
+    backups_dir = Path(config["BACKUPS_DIR"])
+    return remove_stale_temp_files(backups_dir) + remove_restore_leftovers(backups_dir)
+
+
+def _backup_lock(config: Mapping) -> FileLock:
+    return backup_lock(Path(config["DATABASE_PATH"]))
+
+
+def restore_now(config: Mapping, db: Database, name: str) -> RunOutcome:
+    """Restore the backup ``name`` in this thread (the CLI); raises :class:`TaskBusy` while one runs."""
+    resolve_backup(Path(config["BACKUPS_DIR"]), name)
+    run, lock = claim_task(config, db, BACKUP_TASK, "restore")
+    return complete_task(config, db, run, lock, body=_restore_body(name))
+
+
+def start_restore_in_background(config: Mapping, db: Database, name: str) -> JobRun:
+    """Claim a restore of ``name`` (refused at once while a backup or restore runs), finish it in a thread."""
+    resolve_backup(Path(config["BACKUPS_DIR"]), name)
+    run, lock = claim_task(config, db, BACKUP_TASK, "restore")
+    finish_in_background(config, db, run, lock, _restore_body(name))
+    return run
+
+
+def _verify_backups(ctx: TaskContext) -> dict:
+    found = verify_backups(ctx.db, Path(ctx.config["BACKUPS_DIR"]), ctx.config["BACKUP_VERIFY_COUNT"], ctx.report)
+    return {"detail": found.summary(), "verification": found}
+
+
+def _verify_lock(config: Mapping) -> FileLock:
+    # Its own lock: a verification only reads backup files, so it may run beside a backup
+    # or a restore; a file pruned meanwhile is reported as deleted, not as damaged.
+    data = Path(config["DATABASE_PATH"])
+    return FileLock(data.with_name(data.name + ".verify.lock"))
+
+
+def register_builtin_tasks() -> dict[str, Task]:
+    """Put this app's tasks in the registry (idempotent); the app factory calls it."""
+    register(
+        Task(
+            id=BACKUP_TASK,
+            title="Database backup",
+            noun="backup",
+            summary="Automatic backups of the database.",
+            lock=_backup_lock,
+            body=_backup_db,
+            recover=_backup_recover,
+        )
+    )
+    register(
+        Task(
+            id=VERIFY_TASK,
+            title="Backup verification",
+            noun="verification",
+            summary=(
+                "Checks that the newest backups still restore: SQLite's full integrity check and the "
+                "sha256 recorded when each was made. Weekly is a good choice."
+            ),
+            lock=_verify_lock,
+            body=_verify_backups,
+        )
+    )
+    return TASKS
