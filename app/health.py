@@ -2,26 +2,20 @@
 
 from __future__ import annotations
 
-import itertools
 import sqlite3
-from datetime import timedelta
 
 from flask import Blueprint, Flask, current_app, jsonify
 from sqlalchemy import text
 
 from app.extensions import get_db
-from app.models import utcnow
-from app.services import runs
-from app.services.scheduler import load_schedule
-from app.services.schedules import ScheduleError, build_trigger, next_fire_times
-from app.services.status import scheduler_health
+from app.services.backup_tasks import BACKUP_TASK
+from app.services.registry import TASKS
+from app.services.status import scheduler_health, task_health
 
 bp = Blueprint("health", __name__)
 
-BACKUP_TASK = "backup_db"
 # sqlite.org/wal.html: versions before 3.51.3 can corrupt a WAL database in a rare race.
 WAL_RESET_FIXED = (3, 51, 3)
-PERIOD_SAMPLES = 12
 
 
 @bp.get("/healthz")
@@ -50,42 +44,28 @@ def healthz():
         "running": health.running,
         "heartbeat_age_seconds": None if health.heartbeat_age is None else round(health.heartbeat_age, 1),
     }
-    schedule, row = load_schedule(db, BACKUP_TASK)
-    active = health.enabled and schedule.mode != "disabled"
-    last_success = runs.latest_run(db, BACKUP_TASK, status="success", backups_only=True)
-    age = None if last_success is None else (utcnow() - last_success.finished_at).total_seconds()
-    body["backup"] = {"schedule": schedule.as_dict(), "last_success_age_seconds": None if age is None else round(age)}
-
-    if active and not health.running:
+    tasks = {}
+    problems = []
+    for task in TASKS.values():
+        state, saved_at = task_health(config, db, task, health.enabled)
+        age = state.last_success_age
+        tasks[task.id] = {
+            "title": task.title,
+            "schedule": state.schedule.as_dict(),
+            "last_success_age_seconds": None if age is None else round(age),
+            "last_result": state.last_finished.status if state.last_finished else None,
+        }
+        problems += state.problems(saved_at)
+    body["tasks"] = tasks
+    body["backup"] = {key: tasks[BACKUP_TASK][key] for key in ("schedule", "last_success_age_seconds")}
+    active = any(entry["schedule"]["mode"] != "disabled" for entry in tasks.values())
+    if active and health.enabled and not health.running:
         body["reasons"].append("A schedule is active but the scheduler is not running.")
-    period = _schedule_period(schedule, config["SCHEDULER_TIMEZONE"]) if active else None
-    if period is not None:
-        since = last_success.finished_at if last_success else row.updated_at
-        if utcnow() - since > 2 * period:
-            body["reasons"].append(
-                f"The last successful backup is older than twice the schedule's period ({_hours(2 * period)})."
-            )
+    body["reasons"] += problems
     if body["reasons"]:
         body["status"] = "degraded"
         return jsonify(body), 503
     return jsonify(body), 200
-
-
-def _schedule_period(schedule, timezone: str) -> timedelta | None:
-    """The longest gap between upcoming runs (a weekly Mon/Thu schedule: four days)."""
-    if schedule.mode == "interval":
-        return timedelta(hours=schedule.every_hours)
-    try:
-        trigger = build_trigger(schedule, timezone)
-    except ScheduleError:
-        return None
-    moments = next_fire_times(trigger, PERIOD_SAMPLES, utcnow())
-    gaps = [later - earlier for earlier, later in itertools.pairwise(moments)]
-    return max(gaps) if gaps else None
-
-
-def _hours(period: timedelta) -> str:
-    return f"{period.total_seconds() / 3600:g} h"
 
 
 def init_app(app: Flask) -> None:

@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from apscheduler.triggers.base import BaseTrigger
 
 from app.db import Database
 from app.models import JobRun, ScheduleNotice, SchedulerState, utcnow
 from app.services import runs
+from app.services.registry import Task
 from app.services.scheduler import heartbeat_is_fresh, load_schedule, read_leader_state, read_next_run
 from app.services.schedules import Schedule, ScheduleError, build_trigger, describe, next_fire_times
 from app.services.trigger_migration import read_notice
 
 UPCOMING_COUNT = 5
+PERIOD_SAMPLES = 12
 
 
 @dataclass(frozen=True)
@@ -106,3 +109,67 @@ def _last_finished(db: Database, task_id: str) -> JobRun | None:
         if run.status != "running":
             return run
     return None
+
+
+@dataclass(frozen=True)
+class TaskHealth:
+    """What ``/healthz`` (and later, notifications) judge about one task."""
+
+    task: Task
+    schedule: Schedule
+    active: bool
+    last_success: JobRun | None
+    last_finished: JobRun | None
+    stale_after: timedelta | None  # twice the schedule's period, when the schedule is active
+
+    @property
+    def last_success_age(self) -> float | None:
+        return None if self.last_success is None else (utcnow() - self.last_success.finished_at).total_seconds()
+
+    def problems(self, schedule_saved_at: datetime | None) -> list[str]:
+        """Why this task needs attention: its last run failed, or no success for twice its period."""
+        found = []
+        last = self.last_finished
+        if last is not None and last.status == "failed":
+            found.append(f"The last {self.task.title} run failed: {last.error}")
+        if self.stale_after is not None:
+            since = self.last_success.finished_at if self.last_success else schedule_saved_at
+            if since is not None and utcnow() - since > self.stale_after:
+                hours = f"{self.stale_after.total_seconds() / 3600:g} h"
+                found.append(
+                    f"The last successful {self.task.noun} is older than twice the schedule's period ({hours})."
+                )
+        return found
+
+
+def task_health(
+    config: Mapping, db: Database, task: Task, scheduler_enabled: bool
+) -> tuple[TaskHealth, datetime | None]:
+    """The task's health and when its schedule was saved (the start of "stale" before any success)."""
+    schedule, row = load_schedule(db, task.id)
+    active = scheduler_enabled and schedule.mode != "disabled"
+    finished = [run for run in runs.recent_runs(db, task.id, limit=20) if run.trigger != "restore"]
+    last_finished = next((run for run in finished if run.status not in ("running", "missed")), None)
+    period = schedule_period(schedule, config["SCHEDULER_TIMEZONE"]) if active else None
+    health = TaskHealth(
+        task=task,
+        schedule=schedule,
+        active=active,
+        last_success=runs.latest_run(db, task.id, status="success", backups_only=True),
+        last_finished=last_finished,
+        stale_after=None if period is None else 2 * period,
+    )
+    return health, (row.updated_at if row is not None else None)
+
+
+def schedule_period(schedule: Schedule, timezone: str) -> timedelta | None:
+    """The longest gap between upcoming runs (a weekly Mon/Thu schedule: four days)."""
+    if schedule.mode == "interval":
+        return timedelta(hours=schedule.every_hours)
+    try:
+        trigger = build_trigger(schedule, timezone)
+    except ScheduleError:
+        return None
+    moments = next_fire_times(trigger, PERIOD_SAMPLES, utcnow())
+    gaps = [later - earlier for earlier, later in itertools.pairwise(moments)]
+    return max(gaps) if gaps else None
