@@ -90,3 +90,13 @@ class SchedulerState(Base):
     leader_host: Mapped[str] = mapped_column(String(255))
     started_at: Mapped[datetime] = mapped_column(UTCDateTime)
     heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class RetentionSetting(Base):
+    """How many automatic backups of a task to keep, when chosen on the Settings page."""
+
+    __tablename__ = "retention_setting"
+
+    task: Mapped[str] = mapped_column(String(64), primary_key=True)
+    keep_last: Mapped[int] = mapped_column(Integer)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

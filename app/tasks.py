@@ -66,11 +66,13 @@ class Task:
 
 
 def _backup_db(ctx: TaskContext) -> dict:
+    from app.services.retention import keep_last
+
     result = perform_sqlite_backup(
         Path(ctx.config["DATABASE_PATH"]),
         Path(ctx.config["BACKUPS_DIR"]),
         kind="manual" if ctx.trigger == "manual" else "auto",
-        keep_last=ctx.config["BACKUP_KEEP_LAST"],
+        keep_last=keep_last(ctx.config, ctx.db),  # the Settings page's choice, else BACKUP_KEEP_LAST
         busy_timeout=ctx.config["BACKUP_BUSY_TIMEOUT_SECONDS"],
         progress=ctx.report,
     )
