@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 from flask import Blueprint, abort, current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from app.api.serializers import backup_json, health_json, iso, job_json, run_json
+from app.api.serializers import backup_json, busy_json, health_json, iso, job_json, run_json
 from app.extensions import csrf, get_db
 from app.services import runs
 from app.services.backups import list_backups
@@ -84,7 +84,9 @@ def backup_db():
     try:
         outcome = run_task_now(current_app.config, get_db(), BACKUP_TASK)
     except TaskBusy as busy:
-        return jsonify(error="A backup is already running.", running=run_json(busy.running, _timezone())), 409
+        return jsonify(
+            error="A backup is already running.", running=busy_json(busy.running, BACKUP_TASK, _timezone())
+        ), 409
     if outcome.error is not None:
         return jsonify(error=str(outcome.error), run=run_json(outcome.run, _timezone())), outcome.error.status_code
     return jsonify(outcome.result["backup"].as_dict() | {"run_id": outcome.run.id}), 200
@@ -143,7 +145,9 @@ def run_backup():
     try:
         run = start_task_in_background(current_app.config, get_db(), BACKUP_TASK)
     except TaskBusy as busy:
-        return jsonify(error="A backup is already running.", running=run_json(busy.running, _timezone())), 409
+        return jsonify(
+            error="A backup is already running.", running=busy_json(busy.running, BACKUP_TASK, _timezone())
+        ), 409
     return jsonify(run=run_json(run, _timezone())), 202
 
 
