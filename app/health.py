@@ -14,6 +14,7 @@ from app.models import utcnow
 from app.services import runs
 from app.services.scheduler import load_schedule
 from app.services.schedules import ScheduleError, build_trigger, next_fire_times
+from app.services.sqlite_info import wal_reset_warning
 from app.services.status import scheduler_health
 
 bp = Blueprint("health", __name__)
@@ -34,6 +35,8 @@ def healthz():
         "reasons": [],
         "sqlite_version": sqlite3.sqlite_version,
         "sqlite_wal_reset_bug_fixed": sqlite3.sqlite_version_info >= WAL_RESET_FIXED,
+        # Not a reason for 503 (nothing is down), but never a silent "ok".
+        "warnings": [warning] if (warning := wal_reset_warning()) else [],
     }
     try:
         with db.session() as session:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sqlite3
 from pathlib import Path
 
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, send_file, url_for
@@ -14,6 +15,7 @@ from app.services.backup_folder import folder_problem
 from app.services.backups import BackupError, delete_backup, list_backups, resolve_backup
 from app.services.scheduler import load_schedule, save_schedule
 from app.services.schedules import ScheduleError, build_trigger, describe, next_fire_times
+from app.services.sqlite_info import wal_reset_warning
 from app.services.status import task_status
 from app.settings.forms import NEVER_RUNS, ScheduleForm
 from app.tasks import TaskBusy, run_task_now, start_task_in_background
@@ -69,6 +71,8 @@ def _context(needs: tuple[str, ...], **overrides) -> dict:
         "scheduler_enabled": config["SCHEDULER_ENABLED"],
         "timezone": config["SCHEDULER_TIMEZONE"],
         "zone_has_dst": zone_observes_dst(config["SCHEDULER_TIMEZONE"]),
+        "sqlite_version": sqlite3.sqlite_version,
+        "sqlite_warning": wal_reset_warning(),
         **overrides,
     }
     for name in needs:

@@ -1,14 +1,19 @@
-"""Issue 14's API details: 409 bodies, ASCII input, JSON numbers, weekday errors."""
+"""Issue 14's API and security details: 409 bodies, ASCII input, JSON numbers, weekday errors,
+owner-only database files, and the SQLite WAL-reset warning."""
 
 from __future__ import annotations
 
+import sqlite3
+import stat
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
 from app.models import JobRun
 from app.services.scheduler import load_schedule
+from tests.settings.html_tree import parse
 from tests.support.locks import backup_running
 
 API = "/api/v1/settings"
@@ -82,6 +87,36 @@ def test_a_weekday_error_names_the_wrong_values_in_order_and_the_valid_ones(clie
     (message,) = response.get_json()["errors"]["weekdays"]
     assert message.index("'xyz'") < message.index("'abc'")
     assert "mon, tue, wed, thu, fri, sat, sun" in message
+
+
+def test_the_database_and_its_wal_and_shm_files_are_created_owner_only(make_app, tmp_path, client):
+    app = make_app(INSTANCE_PATH=str(tmp_path / "fresh"))
+    app.test_client().post(f"{API}/scheduler/backup", json={"mode": "daily", "time": "02:30"})  # a write: -wal, -shm
+    database = Path(app.config["DATABASE_PATH"])
+
+    for path in (database, Path(f"{database}-wal"), Path(f"{database}-shm")):
+        assert path.exists(), path
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+
+
+def test_an_sqlite_without_the_wal_reset_fix_is_a_warning_in_the_page_and_healthz(client, monkeypatch):
+    monkeypatch.setattr(sqlite3, "sqlite_version_info", (3, 40, 1))
+
+    notice = parse(client.get("/settings").get_data(as_text=True)).by_id("sqlite-version")
+    health = client.get("/healthz").get_json()
+
+    assert "Warning" in notice.text and "3.51.3" in notice.text
+    assert health["sqlite_wal_reset_bug_fixed"] is False
+    assert any("3.51.3" in warning for warning in health["warnings"])
+
+
+def test_an_sqlite_with_the_fix_shows_its_version_without_a_warning(client, monkeypatch):
+    monkeypatch.setattr(sqlite3, "sqlite_version_info", (3, 51, 3))
+
+    notice = parse(client.get("/settings").get_data(as_text=True)).by_id("sqlite-version")
+
+    assert "Warning" not in notice.text and sqlite3.sqlite_version in notice.text
+    assert client.get("/healthz").get_json()["warnings"] == []
 
 
 def test_the_html_form_refuses_every_hours_in_other_digits_too(client, db):
