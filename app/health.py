@@ -10,6 +10,7 @@ from sqlalchemy import text
 from app.extensions import get_db
 from app.services.backup_tasks import BACKUP_TASK
 from app.services.registry import TASKS
+from app.services.sqlite_info import wal_reset_warning
 from app.services.status import scheduler_health, task_health
 
 bp = Blueprint("health", __name__)
@@ -28,6 +29,8 @@ def healthz():
         "reasons": [],
         "sqlite_version": sqlite3.sqlite_version,
         "sqlite_wal_reset_bug_fixed": sqlite3.sqlite_version_info >= WAL_RESET_FIXED,
+        # Not a reason for 503 (nothing is down), but never a silent "ok".
+        "warnings": [warning] if (warning := wal_reset_warning()) else [],
     }
     try:
         with db.session() as session:

@@ -143,3 +143,13 @@ class ScheduleNotice(Base):
     def after(self) -> list[datetime]:
         """The next runs under the corrected semantics, when the notice was written."""
         return [datetime.fromisoformat(text) for text in self.runs_after.split()]
+
+
+class RetentionSetting(Base):
+    """How many automatic backups of a task to keep, when chosen on the Settings page."""
+
+    __tablename__ = "retention_setting"
+
+    task: Mapped[str] = mapped_column(String(64), primary_key=True)
+    keep_last: Mapped[int] = mapped_column(Integer)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

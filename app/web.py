@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from flask import Flask, Request, current_app, jsonify, render_template, request
+from markupsafe import Markup, escape
 from sqlalchemy.exc import OperationalError
 from werkzeug.datastructures import FileStorage
 
@@ -99,25 +101,39 @@ def local_time(value: datetime | None, with_zone: bool = True) -> str:
 
 
 def relative_time(value: datetime | None, now: datetime | None = None) -> str:
-    """``in 3 h 12 min`` / ``5 min ago`` / ``now``."""
+    """``in 42 s`` / ``in 3 h 12 min`` / ``5 min ago`` / ``now``: whole units, never rounded up."""
     if value is None:
         return ""
     now = now or datetime.now(UTC)
-    seconds = round((value - now).total_seconds())
-    future = seconds > 0
-    seconds = abs(seconds)
-    if seconds < 45:
-        return "in a few seconds" if future else "just now"
-    minutes = round(seconds / 60)
-    days, minutes = divmod(minutes, 24 * 60)
-    hours, minutes = divmod(minutes, 60)
-    parts = [f"{days} d"] if days else []
-    if hours:
-        parts.append(f"{hours} h")
-    if minutes and not days:
-        parts.append(f"{minutes} min")
-    text = " ".join(parts) or "1 min"
+    delta = (value - now).total_seconds()
+    future = delta > 0
+    seconds = int(abs(delta))  # truncated: 45 s is not yet "1 min"
+    if seconds == 0:
+        return "now"
+    if seconds < 60:
+        text = f"{seconds} s"
+    else:
+        days, rest = divmod(seconds // 60, 24 * 60)
+        hours, minutes = divmod(rest, 60)
+        parts = [f"{days} d"] if days else []
+        if hours:
+            parts.append(f"{hours} h")
+        if minutes and not days:
+            parts.append(f"{minutes} min")
+        text = " ".join(parts)
     return f"in {text}" if future else f"{text} ago"
+
+
+def breakable(name: str | None) -> Markup:
+    """A file name that may wrap after its hyphens and dots (``<wbr>``), not mid-word."""
+    return Markup(re.sub(r"([-.])", r"\1<wbr>", str(escape(name or ""))))
+
+
+def zone_observes_dst(name: str, year: int | None = None) -> bool:
+    """Whether a zone's offset differs between January and July (it has daylight saving time)."""
+    zone = ZoneInfo(name)
+    year = year or datetime.now(UTC).year
+    return datetime(year, 1, 1, tzinfo=zone).utcoffset() != datetime(year, 7, 1, tzinfo=zone).utcoffset()
 
 
 def file_size(value: int | None) -> str:
@@ -170,6 +186,7 @@ def init_app(app: Flask) -> None:
     app.add_template_filter(relative_time, "relative_time")
     app.add_template_filter(file_size, "file_size")
     app.add_template_filter(duration, "duration")
+    app.add_template_filter(breakable, "breakable")
 
     @app.after_request
     def security_headers(response):

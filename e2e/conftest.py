@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-from pathlib import Path
 
 import pytest
 
@@ -22,19 +21,6 @@ CHROMIUM_FLAGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-
-
-def pytest_configure(config):
-    """Wipe the artifacts folder once, in the controlling process (not once per xdist worker)."""
-    if hasattr(config, "workerinput"):
-        return
-    output = Path(config.getoption("--output", "test-results"))
-    shutil.rmtree(output, ignore_errors=True)
-
-
-@pytest.fixture(scope="session", autouse=True)
-def delete_output_dir():
-    """Replaces pytest-playwright's per-session wipe: a late xdist worker would delete others' artifacts."""
 
 
 def pytest_collection_modifyitems(items):

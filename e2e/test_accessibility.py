@@ -21,6 +21,7 @@ from e2e.support import (
     alerts,
     choose_strategy,
     history_region,
+    make_backup,
     open_settings,
     set_schedule,
     status_region,
@@ -141,10 +142,10 @@ def test_backup_running_has_no_violations(live_server, backup_in_progress, page,
 def test_success_toast_has_no_violations(settings_page, pytestconfig):
     page = settings_page
     page.get_by_role("button", name="Backup DB now").click()
-    expect(toasts(page)).to_contain_text("created and verified")
+    expect(toasts(page)).to_contain_text("Backup finished")
     expect(history_region(page).get_by_text("Success")).to_be_visible()
     audit(page, "success-toast", pytestconfig)
-    expect(toasts(page)).to_contain_text("created and verified")  # still shown: the audit saw it
+    expect(toasts(page)).to_contain_text("Backup finished")  # still shown: the audit saw it
 
 
 def test_failed_backup_has_no_violations(start_server, page, tmp_path, pytestconfig):
@@ -155,3 +156,27 @@ def test_failed_backup_has_no_violations(start_server, page, tmp_path, pytestcon
     expect(status_value(page, "Last result")).to_contain_text("Failed", timeout=10_000)
     expect(alerts(page)).to_contain_text("Backup failed")
     audit(page, "backup-failed", pytestconfig)
+
+
+def test_phone_width_has_no_violations(live_server, page, pytestconfig):
+    make_backup(live_server)
+    page.set_viewport_size({"width": 375, "height": 800})
+    open_settings(page, live_server)
+    expect(history_region(page).get_by_text("Success")).to_be_visible()
+    audit(page, "phone-375", pytestconfig)
+    choose_strategy(page, "Cron expression")
+    page.get_by_label("Cron expression").fill("61 * * * *")
+    page.get_by_role("button", name="Save schedule").click()
+    expect(page.locator(".error-summary")).to_be_visible()
+    audit(page, "phone-375-errors", pytestconfig)
+
+
+def test_an_error_then_a_success_has_no_violations(settings_page, pytestconfig):
+    page = settings_page
+    choose_strategy(page, "Weekly")
+    page.get_by_role("button", name="Save schedule").click()
+    expect(alerts(page)).to_contain_text("The schedule was not saved")
+    page.get_by_role("checkbox", name="Monday").check()
+    page.get_by_role("button", name="Save schedule").click()
+    expect(toasts(page)).to_contain_text("Schedule saved")
+    audit(page, "error-then-success", pytestconfig)

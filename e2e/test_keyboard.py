@@ -66,7 +66,8 @@ def test_weekly_schedule_and_run_now_with_the_keyboard_only(settings_page):
     time_of_day = block.get_by_label("Time of day")
     page.keyboard.press("Tab")
     expect(time_of_day).to_be_focused()
-    page.keyboard.type("0315")
+    page.keyboard.press("Control+A")  # a 24-hour text field, "02:00" by default
+    page.keyboard.type("03:15")
     expect(time_of_day).to_have_value("03:15")
 
     # Save before ticking a weekday: the error summary takes the focus.

@@ -92,7 +92,9 @@ def test_cron_preview_describes_the_expression_and_its_next_five_runs_as_you_typ
 
 
 def screenshot(page: Page, folder: Path, name: str) -> None:
-    page.screenshot(path=folder / f"{name}.png", full_page=True)
+    # caret="initial": hiding the text caret (the default) injects a style element, which the
+    # app's Content-Security-Policy blocks and Chromium logs as a console error.
+    page.screenshot(path=folder / f"{name}.png", full_page=True, caret="initial")
 
 
 # The outermost elements that stick out to the right of the viewport, to name the culprit.

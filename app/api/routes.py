@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 from flask import Blueprint, abort, current_app, g, jsonify, request, send_file
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from app.api.serializers import backup_json, health_json, iso, job_json, run_json
+from app.api.serializers import backup_json, busy_json, health_json, iso, job_json, run_json
 from app.extensions import csrf, get_db
 from app.services import runs
 from app.services.backup_tasks import start_restore_in_background
@@ -89,7 +89,7 @@ def backup_db():
     try:
         outcome = run_task_now(current_app.config, get_db(), BACKUP_TASK)
     except TaskBusy as busy:
-        return jsonify(error=str(busy), running=run_json(busy.running, _timezone())), 409
+        return jsonify(error=str(busy), running=busy_json(busy.running, BACKUP_TASK, _timezone())), 409
     if outcome.error is not None:
         return jsonify(error=str(outcome.error), run=run_json(outcome.run, _timezone())), outcome.error.status_code
     return jsonify(outcome.result["backup"].as_dict() | {"run_id": outcome.run.id}), 200
@@ -157,7 +157,7 @@ def restore_backup(name: str):
     except BackupNotFound:
         abort(404)
     except TaskBusy as busy:
-        return jsonify(error=str(busy), running=run_json(busy.running, _timezone())), 409
+        return jsonify(error=str(busy), running=busy_json(busy.running, BACKUP_TASK, _timezone())), 409
     return jsonify(run=run_json(run, _timezone())), 202
 
 
@@ -208,7 +208,7 @@ def run_backup():
     try:
         run = start_task_in_background(current_app.config, get_db(), BACKUP_TASK)
     except TaskBusy as busy:
-        return jsonify(error=str(busy), running=run_json(busy.running, _timezone())), 409
+        return jsonify(error=str(busy), running=busy_json(busy.running, BACKUP_TASK, _timezone())), 409
     return jsonify(run=run_json(run, _timezone())), 202
 
 

@@ -38,6 +38,22 @@ def run_json(run: JobRun | None, timezone: str) -> dict | None:
     }
 
 
+def busy_json(run: JobRun | None, task: str, timezone: str) -> dict:
+    """The run a 409 names: never null, so a script can read ``running.id`` (null only when the
+    lock holder records no run, e.g. another tool holding the backup lock)."""
+    if run is not None:
+        return run_json(run, timezone)
+    return {
+        "id": None,
+        "task": task,
+        "status": "running",
+        "trigger": None,
+        "started_at": None,
+        "phase": None,
+        "note": "Another process holds the backup lock and has not recorded a run.",
+    }
+
+
 def backup_json(backup: CataloguedBackup, timezone: str) -> dict:
     """One backup file, with its sha256 and last verification when the catalogue has them."""
     return {

@@ -17,6 +17,7 @@ from app.services.backups import backup_lock, perform_sqlite_backup, remove_stal
 from app.services.locks import FileLock
 from app.services.registry import TASKS, Task, TaskContext, register
 from app.services.restore import remove_restore_leftovers, restore_backup
+from app.services.retention import keep_last
 from app.services.runner import RunOutcome, claim_task, complete_task, finish_in_background
 from app.services.verification import verify_backups
 
@@ -29,7 +30,7 @@ def _backup_db(ctx: TaskContext) -> dict:
         Path(ctx.config["DATABASE_PATH"]),
         Path(ctx.config["BACKUPS_DIR"]),
         kind="manual" if ctx.trigger == "manual" else "auto",
-        keep_last=ctx.config["BACKUP_KEEP_LAST"],
+        keep_last=keep_last(ctx.config, ctx.db),  # the Settings page's choice, else BACKUP_KEEP_LAST
         busy_timeout=ctx.config["BACKUP_BUSY_TIMEOUT_SECONDS"],
         progress=ctx.report,
     )

@@ -29,6 +29,8 @@ PROGRESS_INTERVAL_SECONDS = 0.5
 # How long a finished run keeps trying to record its outcome while another process holds
 # the database's write lock (each try waits the busy timeout, app/db.py).
 FINISH_RETRY_SECONDS = 60
+# How long a refused claim looks for the running run's row before answering without it.
+BUSY_LOOKUP_SECONDS = 2.0
 
 
 class TaskBusy(Exception):
@@ -50,8 +52,17 @@ def claim_task(
     """
     task = TASKS[task_id]
     lock = task.lock(config)
-    if not (lock.acquire(wait) if wait else lock.try_acquire()):
-        raise TaskBusy(task, runs.latest_run(db, task_id, status="running"))
+    acquired = lock.acquire(wait) if wait else lock.try_acquire()
+    deadline = time.monotonic() + BUSY_LOOKUP_SECONDS
+    while not acquired:
+        # Another process takes the lock, then records its run (and records the end, then
+        # releases it): in between there is no running row to name. Look again, or take the
+        # lock if it came free, so a refusal can always say which run is going.
+        running = runs.latest_run(db, task_id, status="running")
+        if running is not None or time.monotonic() >= deadline:
+            raise TaskBusy(task, running)
+        time.sleep(0.02)
+        acquired = lock.try_acquire()
     try:
         close_interrupted_runs(config, db, task)
         run = runs.start_run(db, task_id, trigger, scheduled_for)

@@ -38,6 +38,14 @@ class CheckboxListField(SelectMultipleField):
     widget = ListWidget(prefix_label=False)
     option_widget = CheckboxInput()
 
+    def pre_validate(self, form) -> None:
+        """Name the unknown values in the order sent, and the valid ones."""
+        valid = [choice.value for choice in self.choices]
+        unknown = [value for value in self.data or [] if value not in valid]
+        if unknown:
+            names = ", ".join(repr(value) for value in unknown)
+            raise ValidationError(f"Not a weekday: {names}. Use: {', '.join(valid)}.")
+
 
 class ScheduleForm(Form):
     """A task's schedule; only the chosen strategy's fields are read and required."""
@@ -70,6 +78,8 @@ class ScheduleForm(Form):
         return valid
 
     def validate_time(self, field) -> None:
+        if not (field.data or "").isascii():
+            raise ValidationError("Use the digits 0-9, e.g. 02:30.")
         try:
             parse_time_of_day(field.data or "")
         except ScheduleError as exc:
@@ -85,6 +95,9 @@ class ScheduleForm(Form):
             raise ValidationError("Enter a cron expression, e.g. 30 2 * * 1-5.")
         if len(text) > MAX_TEXT:
             raise ValidationError(f"A cron expression is at most {MAX_TEXT} characters.")
+        if not text.isascii():
+            # Python reads "٢" as 2, but crontab and other cron tools would not read what we store.
+            raise ValidationError("Use plain ASCII: the digits 0-9, letters, and * , - /.")
         try:
             trigger = build_trigger(Schedule("cron", cron=text), "UTC")
         except ScheduleError as exc:
@@ -95,8 +108,8 @@ class ScheduleForm(Form):
     def validate_every_hours(self, field) -> None:
         message = f"Enter a whole number of hours from {MIN_HOURS} to {MAX_HOURS}."
         text = str(field.data if field.data is not None else "").strip()
-        # isdecimal, not isdigit: "²" is a digit that int() refuses.
-        if not text.isdecimal() or not MIN_HOURS <= int(text) <= MAX_HOURS:
+        # ASCII digits only: int() also reads "٦", which other tools would not.
+        if not (text.isascii() and text.isdecimal()) or not MIN_HOURS <= int(text) <= MAX_HOURS:
             raise ValidationError(message)
 
     def active_fields(self) -> tuple[str, ...]:
@@ -143,6 +156,8 @@ def formdata_from_json(payload) -> tuple[MultiDict | None, dict[str, list[str]]]
             errors[str(key)[:50]] = ["Unknown field."]
         elif value is None:
             continue
+        elif expected is int and isinstance(value, float) and value.is_integer():
+            data[key] = str(int(value))  # 6.0 is six hours, as JSON numbers have no int type
         elif not isinstance(value, expected) or isinstance(value, bool):
             errors[key] = [f"Must be {_type_name(expected)}."]
         elif expected is list:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import sqlite3
 from pathlib import Path
 
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, send_file, url_for
@@ -10,20 +12,22 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from app.extensions import get_db
 from app.models import utcnow
-from app.services import runs
+from app.services import retention, runs
 from app.services.backup_checks import BackupCheckError
+from app.services.backup_folder import folder_problem
 from app.services.backup_tasks import start_restore_in_background
-from app.services.backups import BackupError, BackupNotFound, resolve_backup
+from app.services.backups import BackupError, BackupNotFound, list_backups, resolve_backup
 from app.services.catalogue import catalogued_backups, delete_catalogued
 from app.services.crontab import DST_RULE, DST_RULE_WILDCARD, NEVER_RUNS
 from app.services.restore import preview_restore
 from app.services.runner import TaskBusy, run_task_now, start_task_in_background
 from app.services.scheduler import load_schedule, save_schedule
 from app.services.schedules import ScheduleError, build_trigger, describe, next_fire_times
+from app.services.sqlite_info import wal_reset_warning
 from app.services.status import task_status
 from app.services.uploads import accept_upload
 from app.settings.forms import RestoreForm, ScheduleForm, UploadForm
-from app.web import is_htmx, render_page_or_partial, staged_upload
+from app.web import is_htmx, render_page_or_partial, staged_upload, zone_observes_dst
 
 bp = Blueprint("settings", __name__, url_prefix="/settings")
 
@@ -38,13 +42,15 @@ def _backups_dir() -> Path:
 
 # What each region needs; a poll of the status region computes only the status.
 REGION_NEEDS = {
-    "settings/_backups.html": ("backups",),
+    "settings/_backups.html": ("folder_problem", "backups", "retention"),
     "settings/_schedule_status.html": ("status",),
-    "settings/_schedule_history.html": ("history",),
+    "settings/_schedule_history.html": ("folder_problem", "history"),
     "settings/_schedule_form.html": ("form",),
     "settings/_schedule_fields.html": ("form",),
 }
-PAGE_NEEDS = ("backups", "form", "status", "history")
+PAGE_NEEDS = ("folder_problem", "backups", "retention", "form", "status", "history")
+# Which form or action a toast answers: a newer toast of the same source replaces the older.
+SCHEDULE_FORM, BACKUP_RUN, BACKUP_FILES, RETENTION = "schedule-form", "backup-run", "backup-files", "retention"
 
 
 def _context(needs: tuple[str, ...], **overrides) -> dict:
@@ -52,10 +58,21 @@ def _context(needs: tuple[str, ...], **overrides) -> dict:
     config = current_app.config
     db = get_db()
     makers = {
-        "backups": lambda: catalogued_backups(db, _backups_dir()),
+        "folder_problem": lambda: folder_problem(_backups_dir()),
+        "backups": lambda: [] if context["folder_problem"] else catalogued_backups(db, _backups_dir()),
+        "retention": lambda: {
+            "keep_last": retention.keep_last(config, db, BACKUP_TASK),
+            "keep_last_is_default": retention.is_default(db, BACKUP_TASK),
+        },
         "form": lambda: ScheduleForm.from_schedule(load_schedule(db, BACKUP_TASK)[0]),
         "status": lambda: task_status(config, db, BACKUP_TASK),
-        "history": lambda: runs.recent_runs(db, BACKUP_TASK, HISTORY_LIMIT),
+        "history": lambda: {
+            "history": runs.recent_runs(db, BACKUP_TASK, HISTORY_LIMIT),
+            # Names in the history link to files that still exist and mark deleted ones.
+            "existing_files": None
+            if context["folder_problem"]
+            else {backup.name for backup in list_backups(_backups_dir())},
+        },
     }
     context = {
         "backups_dir": config["BACKUPS_DIR"],
@@ -64,11 +81,19 @@ def _context(needs: tuple[str, ...], **overrides) -> dict:
         "timezone": config["SCHEDULER_TIMEZONE"],
         "dst_rule": DST_RULE,
         "dst_rule_wildcard": DST_RULE_WILDCARD,
+        "zone_has_dst": zone_observes_dst(config["SCHEDULER_TIMEZONE"]),
+        "sqlite_version": sqlite3.sqlite_version,
+        "sqlite_warning": wal_reset_warning(),
         **overrides,
     }
     for name in needs:
-        if name not in context:
-            context[name] = makers[name]()
+        if name in context:
+            continue
+        value = makers[name]()
+        if name in ("retention", "history"):
+            context.update({key: item for key, item in value.items() if key not in context})
+        else:
+            context[name] = value
     if "backups" in context:
         context.setdefault("upload_form", UploadForm())
     if "form" in context and "preview" not in context:
@@ -82,17 +107,26 @@ def _page_or_partial(partial: str, **overrides):
     return render_page_or_partial("settings/index.html", partial, **_context(needs, **overrides))
 
 
-def _respond(partial: str, status: int = 200, message: tuple[str, str] | None = None, event: str | None = None, **ctx):
-    """htmx: the partial plus a toast; plain browser: flash and redirect (or re-render on error)."""
+def _respond(
+    partial: str,
+    status: int = 200,
+    message: tuple[str, str] | None = None,
+    event: str | None = None,
+    source: str | None = None,
+    **ctx,
+):
+    """htmx: the partial plus a toast (replacing the last one from ``source``); plain browser:
+    flash and redirect (or re-render on error)."""
     if is_htmx():
         body = render_template(partial, **_context(REGION_NEEDS[partial], **ctx))
-        body += render_template("_oob_toast.html", toast=message)
+        body += render_template("_oob_toast.html", toast=message, toast_source=source)
         response = current_app.response_class(body, status=status)
         if event:
             response.headers["HX-Trigger"] = event
         return response
-    if status >= 400 and ("form" in ctx or "upload_form" in ctx):
-        return render_template("settings/index.html", toast=message, **_context(PAGE_NEEDS, **ctx)), status
+    if status >= 400 and ("form" in ctx or "retention_error" in ctx or "upload_form" in ctx):
+        page = render_template("settings/index.html", toast=message, toast_source=source, **_context(PAGE_NEEDS, **ctx))
+        return page, status
     if message:
         flash(message[1], message[0])
     return redirect(url_for("settings.index"))
@@ -112,15 +146,25 @@ def backups():
 
 @bp.post("/backups")
 def backup_now():
-    """ "Backup DB now": a manual backup, taken while the request waits."""
+    """ "Backup DB now": a manual backup in the background, like "Run backup now" (synchronous
+    only when scheduling is off, as then no status region follows the run)."""
+    config, db = current_app.config, get_db()
+    if config["SCHEDULER_ENABLED"]:
+        try:
+            run = start_task_in_background(config, db, BACKUP_TASK)
+        except TaskBusy as busy:
+            return _respond("settings/_backups.html", 409, ("error", str(busy)), source=BACKUP_RUN)
+        message = ("info", f"Backup started (run #{run.id}).")
+        return _respond("settings/_backups.html", 202, message, "backup-started", source=BACKUP_RUN)
     try:
-        outcome = run_task_now(current_app.config, get_db(), BACKUP_TASK)
+        outcome = run_task_now(config, db, BACKUP_TASK)
     except TaskBusy as busy:
-        return _respond("settings/_backups.html", 409, ("error", str(busy)))
+        return _respond("settings/_backups.html", 409, ("error", str(busy)), source=BACKUP_RUN)
     if outcome.error is not None:
-        return _respond("settings/_backups.html", 200, ("error", f"Backup failed: {outcome.error}"), "backup-finished")
-    message = f"Backup {outcome.result['file']} created and verified."
-    return _respond("settings/_backups.html", 200, ("success", message), "backup-finished")
+        message = ("error", f"Backup failed: {outcome.error}")
+        return _respond("settings/_backups.html", 200, message, "backup-finished", source=BACKUP_RUN)
+    message = ("success", f"Backup {outcome.result['file']} created and verified.")
+    return _respond("settings/_backups.html", 200, message, "backup-finished", source=BACKUP_RUN)
 
 
 @bp.get("/backups/<name>")
@@ -145,12 +189,35 @@ def confirm_delete_backup(name: str):
 
 @bp.post("/backups/<name>/delete")
 def delete_backup_file(name: str):
-    """Delete one backup."""
+    """Delete one backup; focus moves to the row that takes its place (or the empty message)."""
+    names = [backup.name for backup in list_backups(_backups_dir())]
     try:
         delete_catalogued(get_db(), _backups_dir(), name)
     except BackupError:
         abort(404)
-    return _respond("settings/_backups.html", 200, ("success", f"Backup {name} deleted."))
+    rest = [other for other in names if other != name]
+    index = names.index(name) if name in names else 0
+    focus_after = rest[min(index, len(rest) - 1)] if rest else ""
+    message = ("success", f"Backup {name} deleted.")
+    return _respond(
+        "settings/_backups.html", 200, message, "backups-deleted", source=BACKUP_FILES, focus_after=focus_after
+    )
+
+
+@bp.post("/retention")
+def save_retention():
+    """How many automatic backups to keep (stored beside the schedules)."""
+    text = request.form.get("keep_last", "")
+    try:
+        value = retention.parse_keep_last(text)
+    except retention.RetentionError as exc:
+        message = ("error", f"Retention was not saved: {exc}")
+        return _respond(
+            "settings/_backups.html", 422, message, source=RETENTION, retention_error=str(exc), keep_last_input=text
+        )
+    retention.save_keep_last(get_db(), value, BACKUP_TASK)
+    kept = "the newest automatic backup is" if value == 1 else f"the {value} newest automatic backups are"
+    return _respond("settings/_backups.html", 200, ("success", f"Retention saved: {kept} kept."), source=RETENTION)
 
 
 @bp.post("/backups/upload")
@@ -257,12 +324,14 @@ def save_schedule_form():
         # Without JavaScript, "Show fields for this strategy" re-renders; nothing is saved.
         return render_template("settings/index.html", **_context(PAGE_NEEDS, form=form))
     if not form.validate():
-        message = ("error", "The schedule was not saved: correct the fields marked below.")
-        return _respond("settings/_schedule_form.html", 422, message, form=form, preview=_preview(form))
+        message = ("error", "The schedule was not saved: correct the fields marked in the form.")
+        return _respond(
+            "settings/_schedule_form.html", 422, message, source=SCHEDULE_FORM, form=form, preview=_preview(form)
+        )
     schedule = form.schedule()
     save_schedule(get_db(), BACKUP_TASK, schedule)
     message = ("success", f"Schedule saved: {describe(schedule).rstrip('.')}.")
-    return _respond("settings/_schedule_form.html", 200, message, "schedule-changed")
+    return _respond("settings/_schedule_form.html", 200, message, "schedule-changed", source=SCHEDULE_FORM)
 
 
 @bp.get("/schedule/status")
@@ -285,9 +354,9 @@ def run_backup_now():
     try:
         run = start_task_in_background(current_app.config, get_db(), BACKUP_TASK)
     except TaskBusy as busy:
-        return _respond("settings/_schedule_status.html", 409, ("error", str(busy)))
+        return _respond("settings/_schedule_status.html", 409, ("error", str(busy)), source=BACKUP_RUN)
     message = ("info", f"Backup started (run #{run.id}).")
-    return _respond("settings/_schedule_status.html", 202, message)
+    return _respond("settings/_schedule_status.html", 202, message, "backup-started", source=BACKUP_RUN)
 
 
 def _timezone() -> str:
@@ -309,7 +378,10 @@ def _preview(form: ScheduleForm) -> dict | None:
     if mode == "interval":
         # Elapsed time from the save: the real next run is the status's, not a guess from now.
         return {"error": None, "description": describe(schedule), "upcoming": []}
-    upcoming = next_fire_times(trigger, 5, utcnow())
+    now = utcnow()
+    upcoming = next_fire_times(trigger, 5, now)
     if not upcoming:
         return {"error": NEVER_RUNS, "description": None, "upcoming": []}
-    return {"error": None, "description": describe(schedule), "upcoming": upcoming}
+    # Asked again once the first listed run has passed (capped: a timer of days is pointless).
+    refresh_after = min(math.ceil((upcoming[0] - now).total_seconds()) + 1, 24 * 3600)
+    return {"error": None, "description": describe(schedule), "upcoming": upcoming, "refresh_after": refresh_after}

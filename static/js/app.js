@@ -3,13 +3,17 @@
   "use strict";
 
   const TOAST_SECONDS = 8;
+  let toastSequence = 0;
 
-  function toast(message, category) {
+  // Toasts: one per source (a form or an action). A new outcome of the same source
+  // replaces the earlier one, so a later success never sits beside a stale error.
+  function toast(message, category, source) {
     const region = document.getElementById(category === "error" ? "alerts" : "toasts");
     if (!region || !message) return;
     const box = document.createElement("div");
     box.className = "toast toast-" + category;
     box.setAttribute("data-toast", "");
+    if (source) box.setAttribute("data-source", source);
     const text = document.createElement("p");
     text.textContent = message;
     const close = document.createElement("button");
@@ -19,25 +23,86 @@
     close.setAttribute("aria-label", "Dismiss message");
     close.textContent = "×";
     box.append(text, close);
-    region.append(box);
-    scheduleRemoval(box);
+    region.prepend(box);
+    armToasts(document);
   }
 
   function scheduleRemoval(box) {
-    // Errors stay until dismissed: they must not vanish before they are read.
+    // Errors stay until dismissed or replaced: they must not vanish before they are read.
     if (box.classList.contains("toast-error") || box.dataset.timer) return;
     box.dataset.timer = "1";
     setTimeout(function () { box.remove(); }, TOAST_SECONDS * 1000);
   }
 
   function armToasts(root) {
-    root.querySelectorAll("[data-toast]").forEach(scheduleRemoval);
+    root.querySelectorAll("[data-toast]").forEach(function (box) {
+      if (!box.dataset.seq) box.dataset.seq = String(++toastSequence);
+      scheduleRemoval(box);
+    });
+    // Keep only the newest toast of each source.
+    const newest = {};
+    document.querySelectorAll("[data-toast][data-source]").forEach(function (box) {
+      const source = box.dataset.source;
+      const seq = Number(box.dataset.seq);
+      if (!newest[source] || seq > Number(newest[source].dataset.seq)) {
+        if (newest[source]) newest[source].remove();
+        newest[source] = box;
+      } else {
+        box.remove();
+      }
+    });
+  }
+
+  function removeToasts(source) {
+    document.querySelectorAll("[data-toast][data-source='" + source + "']").forEach(function (box) { box.remove(); });
   }
 
   document.addEventListener("click", function (event) {
-    const button = event.target.closest("[data-dismiss]");
-    if (button) button.closest("[data-toast]").remove();
+    // The dismiss control is a link to the page (it works without JavaScript, too).
+    const control = event.target.closest("[data-dismiss]");
+    if (!control) return;
+    event.preventDefault();
+    control.closest("[data-toast]").remove();
   });
+
+  // Field errors from the last save stop applying once the field is edited: clear them, and
+  // the summary's entry; a summary with no entry left goes, with the form's error toast.
+  function clearFieldError(control) {
+    const field = control.closest && control.closest(".has-error");
+    if (!field || !field.closest("form")) return;
+    field.classList.remove("has-error");
+    field.querySelectorAll(".field-error").forEach(function (message) {
+      [field].concat(Array.from(field.querySelectorAll("[aria-describedby]"))).forEach(function (element) {
+        const ids = (element.getAttribute("aria-describedby") || "").split(" ").filter(function (id) {
+          return id && id !== message.id;
+        });
+        if (ids.length) element.setAttribute("aria-describedby", ids.join(" "));
+        else element.removeAttribute("aria-describedby");
+      });
+      message.remove();
+    });
+    field.querySelectorAll("[aria-invalid]").forEach(function (element) { element.removeAttribute("aria-invalid"); });
+    pruneErrorSummaries();
+  }
+
+  function pruneErrorSummaries() {
+    document.querySelectorAll(".error-summary").forEach(function (summary) {
+      summary.querySelectorAll("li").forEach(function (item) {
+        const link = item.querySelector("a[href^='#']");
+        const target = link && document.getElementById(link.getAttribute("href").slice(1));
+        const stillWrong = target && (target.classList.contains("has-error") || target.closest(".has-error"));
+        if (!stillWrong) item.remove();
+      });
+      if (!summary.querySelector("li")) {
+        const form = summary.closest("form");
+        summary.remove();
+        if (form && form.id) removeToasts(form.id);
+      }
+    });
+  }
+
+  document.addEventListener("input", function (event) { clearFieldError(event.target); });
+  document.addEventListener("change", function (event) { clearFieldError(event.target); });
 
   // Polling: skip while the tab is hidden or the Schedule block is collapsed.
   function pollingPaused(element) {
@@ -54,7 +119,7 @@
     const runNow = element.querySelector && element.querySelector("#run-now[aria-disabled='true']");
     if (runNow) {
       event.preventDefault();
-      toast("A backup is already running.", "error");
+      toast("A backup is already running.", "error", "backup-run");
     }
   });
 
@@ -66,34 +131,8 @@
   document.addEventListener("toggle", refreshStatus, true);
 
   // When the status region shows a new finished run, refresh the lists and announce it.
-  // "Backup DB now" (a form marked data-announces-run) waits for its backup, and its
-  // answer says how it went: the status region must not announce that run a second time.
-  // syncBackup: null; "waiting" for the answer; "seen" (its run showed up first, its
-  // message held back in heldMessage); "answered" (the next new run is the answered one).
+  // Both backup buttons start a run in the background: its outcome replaces "Backup started".
   let lastRun = null;
-  let syncBackup = null;
-  let heldMessage = null;
-
-  function announcesRun(event) {
-    const element = event.detail.elt;
-    return element && element.hasAttribute && element.hasAttribute("data-announces-run");
-  }
-
-  document.addEventListener("htmx:beforeRequest", function (event) {
-    if (announcesRun(event) && !event.defaultPrevented) syncBackup = "waiting";
-  });
-
-  document.addEventListener("htmx:afterRequest", function (event) {
-    if (!announcesRun(event)) return;
-    const answered = event.detail.xhr && event.detail.xhr.status === 200;
-    if (answered) {
-      syncBackup = syncBackup === "seen" ? null : "answered";
-    } else {
-      if (heldMessage) toast(heldMessage.text, heldMessage.category);
-      syncBackup = null;
-    }
-    heldMessage = null;
-  });
 
   function followStatus(status) {
     const running = status.dataset.running === "true";
@@ -106,20 +145,28 @@
     if (lastRun !== null && current !== lastRun) {
       document.body.dispatchEvent(new CustomEvent("history-changed"));
       document.body.dispatchEvent(new CustomEvent("backups-changed"));
-      const message = {
-        text: status.dataset.lastResult,
-        category: status.dataset.lastStatus === "success" ? "success" : "error",
-      };
-      if (syncBackup === "waiting") {
-        syncBackup = "seen";
-        heldMessage = message;
-      } else if (syncBackup === "answered") {
-        syncBackup = null;
-      } else {
-        toast(message.text, message.category);
-      }
+      const category = status.dataset.lastStatus === "success" ? "success" : "error";
+      toast(status.dataset.lastResult, category, "backup-run");
     }
     lastRun = current;
+  }
+
+  // When polls fail the status is not known: say so instead of showing the last answer as current.
+  function markStatusStale() {
+    const status = document.getElementById("schedule-status");
+    if (!status || status.classList.contains("stale")) return;
+    status.classList.add("stale");
+    const scheduler = status.querySelector("[data-scheduler-state]");
+    if (!scheduler) return;
+    const badge = document.createElement("span");
+    badge.className = "badge warn";
+    badge.textContent = "Unknown";
+    scheduler.replaceChildren(badge, " the server cannot be reached; the values below may be out of date.");
+  }
+
+  function isStatusRequest(event) {
+    const element = event.detail.elt;
+    return element && element.id === "schedule-status";
   }
 
   // Errors htmx does not swap (5xx, lost connection) still get a message, once.
@@ -128,15 +175,17 @@
     const shown = region && Array.from(region.querySelectorAll("[data-toast] p")).some(function (p) {
       return p.textContent === message;
     });
-    if (!shown) toast(message, "error");
+    if (!shown) toast(message, "error", "connection");
   }
 
   document.addEventListener("htmx:responseError", function (event) {
     const xhr = event.detail.xhr;
+    if (isStatusRequest(event)) markStatusStale();
     toastOnce(xhr.getResponseHeader("X-Error-Message") || "The server could not do that (error " + xhr.status + ").");
   });
 
-  document.addEventListener("htmx:sendError", function () {
+  document.addEventListener("htmx:sendError", function (event) {
+    if (isStatusRequest(event)) markStatusStale();
     toastOnce("The server cannot be reached. The page will update when it is back.");
   });
 
@@ -145,8 +194,16 @@
     armToasts(document);
     const status = document.getElementById("schedule-status");
     if (status) followStatus(status);
+    if (status && isStatusRequest(event)) removeToasts("connection");
+    pruneErrorSummaries();
     const summary = target && target.querySelector && target.querySelector(".error-summary");
     if (summary) summary.focus();
+    // After a delete the server marks where focus goes (the next row, else the empty message).
+    const next = document.querySelector("[data-autofocus]");
+    if (next) {
+      next.removeAttribute("data-autofocus");
+      next.focus();
+    }
   });
 
   document.addEventListener("DOMContentLoaded", function () {

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from werkzeug.datastructures import MultiDict
 
 from app.services.scheduler import load_schedule
-from tests.security.support import changeable_state
+from tests.security.support import changeable_state, wait_for_runs_to_finish
 from tests.settings.html_tree import parse
 
 API_SCHEDULE = "/api/v1/settings/scheduler/backup"
@@ -328,6 +328,7 @@ def test_a_script_in_the_cron_preview_is_shown_escaped(client, path):
 def backups_with_decoys(app, client):
     """One real backup, a file that is not a backup, and a backup-named symlink to the database."""
     assert client.post("/settings/backups").status_code == 302
+    wait_for_runs_to_finish(app)  # "Backup DB now" runs in the background
     folder = Path(app.config["BACKUPS_DIR"])
     (folder / "notes.txt").write_text("not a backup")
     os.symlink(app.config["DATABASE_PATH"], folder / "backup-20250101T000000.000000Z-manual.sqlite3")

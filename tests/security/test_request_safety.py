@@ -54,6 +54,7 @@ def stored_schedule(app) -> tuple[dict, int | None]:
 def make_backup(app, client) -> str:
     response = client.post("/settings/backups", data={"csrf_token": client.csrf_token})
     assert response.status_code == 302
+    wait_for_runs_to_finish(app)  # "Backup DB now" runs in the background
     (name,) = backup_names(app)
     return name
 

@@ -80,6 +80,7 @@ def test_old_or_trigger_still_unpickles_and_is_replaced_with_a_notice_of_the_new
 
     leader()
     wait_for(lambda: isinstance(stored_trigger(db), CrontabTrigger), 5)
+    wait_for(lambda: read_notice(db, TASK) is not None, 5)  # written just after the trigger is stored
 
     expected = next_fire_times(CrontabTrigger("0 0 */2 * 1", BERLIN), 5, old_next)
     assert read_next_run(db, TASK) == expected[0]

@@ -123,8 +123,8 @@ def parse(markup: str) -> Element:
 
 
 def oob_toast(document: Element, region: str) -> Element | None:
-    """The out-of-band block an htmx answer appends to ``#toasts`` or ``#alerts``."""
-    return document.find(**{"hx-swap-oob": f"beforeend:#{region}"})
+    """The out-of-band block an htmx answer puts at the top of ``#toasts`` or ``#alerts``."""
+    return document.find(**{"hx-swap-oob": f"afterbegin:#{region}"})
 
 
 def first_element(document: Element) -> Element:

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from app.services.backups import backup_lock
+from tests.security.support import wait_for_runs_to_finish
 from tests.settings.html_tree import first_element, oob_toast, parse
 from tests.support.locks import backup_running
 
@@ -21,39 +22,51 @@ def listed_names(document) -> list[str]:
 
 
 def make_backup(client, app) -> Path:
-    assert client.post("/settings/backups", headers={"HX-Request": "true"}).status_code == 200
+    """A manual backup through the (synchronous) JSON API, as a precondition."""
+    assert client.post("/api/v1/settings/backup-db").status_code == 200
     (path,) = backup_files(app)
     return path
 
 
-def test_backup_now_with_htmx_writes_a_file_lists_it_and_toasts_success(app, client, htmx):
+def test_backup_now_with_htmx_starts_a_background_run_and_toasts_that_it_started(app, client, htmx):
     response = client.post("/settings/backups", headers=htmx)
     fragment = parse(response.get_data(as_text=True))
 
-    assert response.status_code == 200
+    assert response.status_code == 202
+    assert first_element(fragment).attrs["id"] == "backups-block"
+    toast = oob_toast(fragment, "toasts")
+    assert "Backup started" in toast.text
+    assert oob_toast(fragment, "alerts") is None
+    assert response.headers["HX-Trigger"] == "backup-started"
+    wait_for_runs_to_finish(app)
     (path,) = backup_files(app)
     assert path.stat().st_size > 0
-    assert first_element(fragment).attrs["id"] == "backups-block"
-    assert listed_names(fragment) == [path.name]
-    toast = oob_toast(fragment, "toasts")
-    assert toast is not None
-    assert path.name in toast.text
-    assert "created and verified" in toast.text
-    assert oob_toast(fragment, "alerts") is None
+    refreshed = parse(client.get("/settings/backups", headers=htmx).get_data(as_text=True))
+    assert listed_names(refreshed) == [path.name]
 
 
-def test_backup_now_without_htmx_redirects_and_flashes_the_result(app, client):
+def test_backup_now_without_htmx_redirects_and_flashes_that_it_started(app, client):
     response = client.post("/settings/backups")
 
     assert response.status_code == 302
     assert response.headers["Location"].endswith("/settings")
+    wait_for_runs_to_finish(app)
     (path,) = backup_files(app)
     page = parse(client.get("/settings").get_data(as_text=True))
-    assert "created and verified" in page.by_id("toasts").text
-    assert path.name in page.by_id("toasts").text
+    assert "Backup started" in page.by_id("toasts").text
     assert path.name in listed_names(page)
     # A flashed message shows once.
-    assert "created and verified" not in parse(client.get("/settings").get_data(as_text=True)).by_id("toasts").text
+    assert "Backup started" not in parse(client.get("/settings").get_data(as_text=True)).by_id("toasts").text
+
+
+def test_backup_now_with_scheduling_off_waits_for_the_backup_and_says_how_it_went(make_app, htmx):
+    app = make_app(SCHEDULER_ENABLED="false")
+    response = app.test_client().post("/settings/backups", headers=htmx)
+
+    assert response.status_code == 200
+    (path,) = backup_files(app)
+    toast = oob_toast(parse(response.get_data(as_text=True)), "toasts")
+    assert f"Backup {path.name} created and verified." in toast.text
 
 
 def test_backup_into_a_folder_under_a_regular_file_names_the_folder_and_the_app_keeps_serving(make_app, tmp_path, htmx):
@@ -62,14 +75,13 @@ def test_backup_into_a_folder_under_a_regular_file_names_the_folder_and_the_app_
     app = make_app(BACKUPS_DIR=str(blocker / "backups"))
     client = app.test_client()
 
-    response = client.post("/settings/backups", headers=htmx)
-    fragment = parse(response.get_data(as_text=True))
+    assert client.post("/settings/backups", headers=htmx).status_code == 202
+    wait_for_runs_to_finish(app)
+    status = parse(client.get("/settings/schedule/status", headers=htmx).get_data(as_text=True))
 
-    alert = oob_toast(fragment, "alerts")
-    assert alert is not None
-    assert "Backup failed" in alert.text
-    assert app.config["BACKUPS_DIR"] in alert.text
-    assert oob_toast(fragment, "toasts") is None
+    last_result = status.definition("Last result").text
+    assert "Failed" in last_result
+    assert app.config["BACKUPS_DIR"] in last_result
     assert blocker.read_text() == "keep me"
     page = client.get("/settings")
     assert page.status_code == 200
@@ -141,7 +153,7 @@ def test_delete_link_without_javascript_shows_a_confirmation_page(app, client):
 
 def test_delete_with_htmx_removes_the_file_and_the_row(app, client, htmx):
     keep = make_backup(client, app)
-    client.post("/settings/backups", headers=htmx)
+    client.post("/api/v1/settings/backup-db")
     (doomed,) = [path for path in backup_files(app) if path != keep]
 
     response = client.post(f"/settings/backups/{doomed.name}/delete", headers=htmx)

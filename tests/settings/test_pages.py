@@ -9,6 +9,7 @@ import re
 import pytest
 
 from app.models import JobRun
+from tests.security.support import wait_for_runs_to_finish
 from tests.settings.html_tree import first_element, parse
 
 STRATEGIES = ["Disabled", "Daily", "Weekly", "Cron expression", "Every N hours"]
@@ -91,7 +92,7 @@ def inline_code(markup: str) -> list[str]:
 
 def test_no_page_or_fragment_contains_inline_scripts_handlers_or_styles(app, client, db):
     # Fill every region (a backup, a cron schedule, a running run) so all branches render.
-    client.post("/settings/backups")
+    client.post("/api/v1/settings/backup-db")
     client.post("/settings/schedule", data={"mode": "cron", "cron": "30 2 * * 1-5"})
     with db.writer() as session:
         session.add(JobRun(task="backup_db", trigger="manual", status="running", pid=os.getpid(), phase="copying"))
@@ -108,7 +109,8 @@ def test_no_page_or_fragment_contains_inline_scripts_handlers_or_styles(app, cli
         "cron fields partial": client.get("/settings/schedule/fields?mode=cron&cron=5+4+*+*+*", headers=HTMX),
         "cron preview": client.get("/settings/schedule/preview?mode=cron&cron=5+4+*+*+*"),
         "form error partial": client.post("/settings/schedule", data={"mode": "cron", "cron": "61"}, headers=HTMX),
-        "backup toast partial": client.post("/settings/backups", headers=HTMX),
+        "toast partial": client.post("/settings/retention", data={"keep_last": "3"}, headers=HTMX),
+        "field error toast partial": client.post("/settings/retention", data={"keep_last": "x"}, headers=HTMX),
     }
 
     for label, response in answers.items():
@@ -181,7 +183,8 @@ def test_form_posts_need_the_page_csrf_token_which_htmx_sends_as_a_header(make_a
 
     assert client.post("/settings/backups", headers=htmx).status_code == 400
     assert client.post("/settings/schedule", data={"mode": "daily", "time": "02:00"}).status_code == 400
-    assert client.post("/settings/backups", headers=htmx | {"X-CSRFToken": token}).status_code == 200
+    assert client.post("/settings/backups", headers=htmx | {"X-CSRFToken": token}).status_code == 202
+    wait_for_runs_to_finish(app)
     form_token = page.by_id("schedule-form").find("input", name="csrf_token").attrs["value"]
     response = client.post("/settings/schedule", data={"mode": "daily", "time": "02:00", "csrf_token": form_token})
     assert response.status_code == 302
