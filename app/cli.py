@@ -13,6 +13,7 @@ from werkzeug.datastructures import MultiDict
 
 from app.api.serializers import backup_json, health_json, job_json, run_json
 from app.extensions import get_db
+from app.notify_cli import notify_cli
 from app.services import runs
 from app.services.backups import BackupNotFound
 from app.services.catalogue import catalogued_backups
@@ -156,3 +157,4 @@ def init_app(app: Flask) -> None:
     app.cli.add_command(backup_cli)
     app.cli.add_command(scheduler_cli)
     app.cli.add_command(init_db)
+    app.cli.add_command(notify_cli)

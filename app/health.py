@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import sqlite3
 from datetime import timedelta
 
@@ -13,7 +12,7 @@ from app.extensions import get_db
 from app.models import utcnow
 from app.services import runs
 from app.services.scheduler import load_schedule
-from app.services.schedules import ScheduleError, build_trigger, next_fire_times
+from app.services.staleness import schedule_period
 from app.services.status import scheduler_health
 
 bp = Blueprint("health", __name__)
@@ -21,7 +20,6 @@ bp = Blueprint("health", __name__)
 BACKUP_TASK = "backup_db"
 # sqlite.org/wal.html: versions before 3.51.3 can corrupt a WAL database in a rare race.
 WAL_RESET_FIXED = (3, 51, 3)
-PERIOD_SAMPLES = 12
 
 
 @bp.get("/healthz")
@@ -58,7 +56,7 @@ def healthz():
 
     if active and not health.running:
         body["reasons"].append("A schedule is active but the scheduler is not running.")
-    period = _schedule_period(schedule, config["SCHEDULER_TIMEZONE"]) if active else None
+    period = schedule_period(schedule, config["SCHEDULER_TIMEZONE"], utcnow()) if active else None
     if period is not None:
         since = last_success.finished_at if last_success else row.updated_at
         if utcnow() - since > 2 * period:
@@ -69,19 +67,6 @@ def healthz():
         body["status"] = "degraded"
         return jsonify(body), 503
     return jsonify(body), 200
-
-
-def _schedule_period(schedule, timezone: str) -> timedelta | None:
-    """The longest gap between upcoming runs (a weekly Mon/Thu schedule: four days)."""
-    if schedule.mode == "interval":
-        return timedelta(hours=schedule.every_hours)
-    try:
-        trigger = build_trigger(schedule, timezone)
-    except ScheduleError:
-        return None
-    moments = next_fire_times(trigger, PERIOD_SAMPLES, utcnow())
-    gaps = [later - earlier for earlier, later in itertools.pairwise(moments)]
-    return max(gaps) if gaps else None
 
 
 def _hours(period: timedelta) -> str:

@@ -20,7 +20,7 @@ from sqlalchemy.exc import OperationalError
 
 from app.db import Database
 from app.models import JobRun
-from app.services import catalogue, runs
+from app.services import catalogue, notifications, runs
 from app.services.backups import (
     BackupError,
     backup_lock,
@@ -150,6 +150,7 @@ def claim_task(
     except BaseException:
         lock.release()
         raise
+    notifications.run_started(config, db, run)
     return run, lock
 
 
@@ -196,6 +197,7 @@ def complete_task(
         return RunOutcome(_finish(db, run.id, "success", **result), result=result)
     finally:
         lock.release()
+        notifications.run_finished(config, db, run.id)
 
 
 def _finish(db: Database, run_id: int, status: str, **fields) -> JobRun:

@@ -27,7 +27,7 @@ from sqlalchemy import column, select, table
 
 from app.db import Database
 from app.models import ScheduleConfig, ScheduleNotice, SchedulerState, utcnow
-from app.services import runs
+from app.services import notifications, runs
 from app.services.locks import FileLock
 from app.services.schedules import Schedule, ScheduleError, build_trigger
 from app.services.trigger_migration import is_legacy_trigger, migrate_job
@@ -175,6 +175,7 @@ class SchedulerService:
         self.reconcile()
         self._close_interrupted_runs()
         self._beat()
+        notifications.leader_tick(self.config, self.db)
 
     def _resign(self) -> None:
         global _leader
