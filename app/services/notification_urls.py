@@ -28,9 +28,12 @@ class NotificationUrlError(ValueError):
 def _apprise():
     import apprise
 
-    # Apprise's own log lines may carry the service's full request URL (a bot token in a
-    # path): keep them out of our log; we log masked summaries and keep its messages per send.
-    logging.getLogger("apprise").propagate = False
+    # Apprise's debug and info lines carry each request's full URL (a Telegram bot token is
+    # in its path): never create them. Its warnings and errors mask secrets; we keep them per
+    # send and log our own masked summary instead.
+    apprise_log = logging.getLogger("apprise")
+    apprise_log.setLevel(logging.WARNING)
+    apprise_log.propagate = False
     return apprise
 
 

@@ -418,7 +418,7 @@ def check_stale_and_reminders(config: Mapping, db: Database) -> None:
         staleness = task_staleness(db, task_id, zone, now)
         title = _task_title(task_id)
         if staleness.stale:
-            hours = f"{2 * staleness.period.total_seconds() / 3600:g} h"
+            hours = _span(2 * staleness.period)
             last = _when(config, staleness.last_success.finished_at) if staleness.last_success else "never"
             error = f"No successful run for longer than twice the schedule's period ({hours}); last success: {last}."
             change = advance(db, task_id, "stale", now, remind, "stale", error)
@@ -478,6 +478,11 @@ def _when(config: Mapping, moment: datetime | None) -> str:
     zone_name = config["SCHEDULER_TIMEZONE"]
     local = moment.astimezone(UTC).astimezone(ZoneInfo(zone_name))
     return f"{local:%Y-%m-%d %H:%M:%S} {local.tzname()} ({zone_name})"
+
+
+def _span(period: timedelta) -> str:
+    minutes = period.total_seconds() / 60
+    return f"{minutes:g} min" if minutes < 120 else f"{minutes / 60:g} h"
 
 
 def _file(run: JobRun) -> str:

@@ -232,3 +232,37 @@ def test_nothing_is_sent_or_tracked_without_urls(failing_app):
     assert load_config(db).urls == ()
     with db.session() as session:
         assert session.query(NotificationSend).count() == 0
+
+
+def test_stale_is_told_once_by_the_minute_check_then_recovered(make_app, clock):
+    from app.services.scheduler import save_schedule
+    from app.services.schedules import Schedule
+
+    app = make_app(NOTIFY_TIMEOUT_SECONDS="2", NOTIFY_CLOCK=clock)
+    db = app.extensions["db"]
+    with HttpReceiver() as http:
+        configure(app, [f"json://127.0.0.1:{http.port}/hook"])
+        save_schedule(db, "backup_db", Schedule("cron", cron="* * * * *"))
+        notifications.check_stale_and_reminders(app.config, db)
+        assert http.posts() == []  # saved just now: not stale yet
+        clock.advance(minutes=3)  # no success for longer than twice the 1-minute period
+        for _ in range(5):  # every minute check while it lasts: still one message
+            notifications.check_stale_and_reminders(app.config, db)
+            clock.advance(minutes=1)
+        (stale,) = http.posts()
+        assert stale.json()["title"] == "Backups: Database backup is stale"
+        assert "No successful run for longer than twice the schedule's period (2 min)" in stale.json()["message"]
+        assert stale.json()["type"] == "warning"
+        run_task_now(app.config, db, "backup_db")
+        settle()
+        assert len(http.posts()) == 2 and http.posts()[1].json()["title"] == "Backups: Database backup recovered"
+
+
+def test_leader_tick_checks_at_most_once_a_minute(make_app, clock, monkeypatch):
+    app = make_app(NOTIFY_CLOCK=clock)
+    calls = []
+    monkeypatch.setattr(notifications, "check_stale_and_reminders", lambda config, db: calls.append(1))
+    for _ in range(30):  # the leader loop calls it every second
+        notifications.leader_tick(app.config, app.extensions["db"])
+    settle()
+    assert calls == [1]
