@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
@@ -20,6 +21,7 @@ class Received:
     path: str
     query: dict
     body: bytes
+    received_at: float = field(default_factory=time.time)  # wall clock, when the request line arrived
 
     def json(self):
         import json
@@ -39,10 +41,11 @@ class HttpReceiver:
 
         class Handler(BaseHTTPRequestHandler):
             def _handle(self) -> None:
+                arrived = time.time()
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
                 parts = urlsplit(self.path)
-                receiver.requests.append(Received(self.command, parts.path, parse_qs(parts.query), body))
+                receiver.requests.append(Received(self.command, parts.path, parse_qs(parts.query), body, arrived))
                 if receiver.hang:
                     receiver.release.wait(60)
                     return
