@@ -62,7 +62,7 @@ def test_notifications():
     """ "Send test notification": one message to every saved URL; one result per URL."""
     db = get_db()
     if not load_config(db).urls:
-        return _answer(notifications_block(results=[]), 400, ("error", "Save at least one notification URL first."))
+        return _answer(notifications_block(results=[]), 422, ("error", "Save at least one notification URL first."))
     results = send_test(current_app.config, db)
     failed = sum(not result.ok for result in results)
     toast = (

@@ -167,3 +167,30 @@ def _sends():
     from app.models import NotificationSend
 
     return select(NotificationSend.target, NotificationSend.error)
+
+
+def test_sending_a_test_without_urls_says_what_to_do(client, htmx):
+    assert client.post(f"{API}/test").status_code == 400
+    answer = client.post("/settings/notifications/test", headers=htmx)
+    assert answer.status_code == 422  # swapped by htmx, with its toast
+    assert "Save at least one notification URL first." in answer.text
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"NOTIFY_TIMEOUT_SECONDS": "0"}, "NOTIFY_TIMEOUT_SECONDS must be a whole number from 1 to 300"),
+        ({"NOTIFY_REMIND_HOURS": "soon"}, "NOTIFY_REMIND_HOURS must be a whole number"),
+        ({"PUBLIC_URL": "backups.example.org"}, "PUBLIC_URL must be an http(s) address"),
+    ],
+)
+def test_bad_notification_settings_stop_start_up(make_app, env, message):
+    from app import ConfigError
+
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        make_app(**env)
+
+
+def test_notification_settings_have_defaults(app):
+    assert (app.config["NOTIFY_TIMEOUT_SECONDS"], app.config["NOTIFY_REMIND_HOURS"]) == (10, 24)
+    assert app.config["PUBLIC_URL"] is None
