@@ -266,3 +266,27 @@ def test_leader_tick_checks_at_most_once_a_minute(make_app, clock, monkeypatch):
         notifications.leader_tick(app.config, app.extensions["db"])
     settle()
     assert calls == [1]
+
+
+def test_a_failed_verification_is_its_own_event(failing_app, monkeypatch):
+    from app.services.backups import BackupError
+    from app.tasks import TASKS, Task
+
+    def verify(ctx):
+        raise BackupError("backup-x.sqlite3: its sha256 no longer matches")
+
+    backup = TASKS["backup_db"]
+    monkeypatch.setitem(
+        TASKS,
+        "verify_backups",
+        Task(id="verify_backups", title="Backup verification", job_ref="x:y", lock=backup.lock, body=verify),
+    )
+    db = failing_app.extensions["db"]
+    with HttpReceiver() as http:
+        configure(failing_app, [f"json://127.0.0.1:{http.port}/hook"], events=["verification_failed"])
+        run_task_now(failing_app.config, db, "verify_backups")
+        run_task_now(failing_app.config, db, "backup_db")  # a failed backup: "run_failed", not chosen here
+        settle()
+        (post,) = http.posts()
+        assert post.json()["title"] == "Backups: Backup verification failed"
+        assert "its sha256 no longer matches" in post.json()["message"]
