@@ -9,7 +9,8 @@ from flask import current_app
 from flask.cli import AppGroup
 
 from app.extensions import get_db
-from app.services.notifications import load_config, public_view, send_test
+from app.services.notification_settings import load_config, public_view
+from app.services.notifications import send_test
 
 notify_cli = AppGroup("notify", help="Notifications: show the settings, send a test message.")
 

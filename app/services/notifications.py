@@ -17,155 +17,30 @@ reminder goes out every ``NOTIFY_REMIND_HOURS``.
 from __future__ import annotations
 
 import logging
-import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import select
 
 from app.db import Database
-from app.models import JobRun, NotificationSend, NotificationSettings, NotificationState, utcnow
+from app.models import JobRun, NotificationState, utcnow
 from app.services import pings
-from app.services.notification_urls import Scrubber, instantiate, mask, mask_ping, target_key
+from app.services.notification_sends import SendResult, in_background, send_to_all
+from app.services.notification_settings import NotificationConfig, load_config
 
 log = logging.getLogger(__name__)
 
-EVENTS: dict[str, str] = {
-    "run_failed": "A run failed (any task)",
-    "verification_failed": "A backup verification failed",
-    "offsite_failed": "An off-site upload failed",
-    "stale": "No success for longer than twice the schedule's period",
-    "recovered": "Recovered: the first success after a failure or stale",
-    "restore_done": "A restore finished",
-    "success": "Every successful run",
-}
-DEFAULT_EVENTS = ("run_failed", "verification_failed", "offsite_failed", "stale", "recovered")
 # A failed run of these tasks is this event rather than "run_failed".
 FAILURE_EVENT_OF_TASK = {"verify_backups": "verification_failed"}
 CHECK_EVERY_SECONDS = 60.0
-KEEP_SENDS = 1000
-MAX_ERROR_CHARS = 2000
 
 _last_check: dict[str, float] = {}
 _check_lock = threading.Lock()
-
-
-@dataclass(frozen=True)
-class NotificationConfig:
-    """The saved notification settings (real URLs: never show them, see :func:`public_view`)."""
-
-    urls: tuple[str, ...] = ()
-    events: tuple[str, ...] = DEFAULT_EVENTS
-    ping_url: str | None = None
-
-    def wants(self, event: str) -> bool:
-        return bool(self.urls) and event in self.events
-
-
-@dataclass(frozen=True)
-class SendResult:
-    """How one send to one URL went (``target`` is the masked URL)."""
-
-    target: str
-    target_key: str
-    event: str
-    ok: bool
-    error: str | None
-    at: datetime
-    elapsed_ms: int
-
-
-# -- settings --------------------------------------------------------------------------
-
-
-def load_config(db: Database) -> NotificationConfig:
-    """The saved settings; the defaults when nothing was saved."""
-    with db.session() as session:
-        row = session.get(NotificationSettings, 1)
-    if row is None:
-        return NotificationConfig()
-    urls = tuple(line for line in row.urls.split("\n") if line)
-    events = tuple(event for event in row.events.split(",") if event in EVENTS)
-    return NotificationConfig(urls, events, row.ping_url)
-
-
-def save_config(db: Database, urls: list[str], events: list[str], ping_url: str | None) -> NotificationConfig:
-    """Store checked settings (see ``notification_urls.parse_urls``); the state file stays owner-only."""
-    unknown = [event for event in events if event not in EVENTS]
-    if unknown:
-        raise ValueError(f"unknown events: {unknown}")
-    with db.writer() as session:
-        row = session.get(NotificationSettings, 1) or NotificationSettings(id=1)
-        row.urls = "\n".join(urls)
-        row.events = ",".join(event for event in EVENTS if event in events)
-        row.ping_url = ping_url
-        row.updated_at = utcnow()
-        session.merge(row)
-    _owner_only(db.path)
-    log.info("notification settings saved: %d URL(s), events %s, ping URL %s", len(urls), events, bool(ping_url))
-    return load_config(db)
-
-
-def _owner_only(path: Path) -> None:
-    """The state database now holds secrets: mode 0600, as for backups (SQLite gives -wal/-shm the same)."""
-    for suffix in ("", "-wal", "-shm"):
-        candidate = path.with_name(path.name + suffix)
-        if candidate.exists():
-            os.chmod(candidate, 0o600)
-
-
-def public_view(db: Database, config: NotificationConfig | None = None) -> dict:
-    """What pages and answers may show: masked URLs, each with its last send, events, masked ping URL."""
-    config = config or load_config(db)
-    keys = [target_key(url) for url in config.urls]
-    if config.ping_url:
-        keys.append(target_key(config.ping_url))
-    last = last_sends(db, keys)
-    return {
-        "urls": [{"url": mask(url), "last_send": last.get(target_key(url))} for url in config.urls],
-        "events": list(config.events),
-        "ping_url": mask_ping(config.ping_url) if config.ping_url else None,
-        "ping_last_send": last.get(target_key(config.ping_url)) if config.ping_url else None,
-    }
-
-
-def last_sends(db: Database, keys: list[str]) -> dict[str, NotificationSend]:
-    """The newest recorded send for each target key."""
-    if not keys:
-        return {}
-    with db.session() as session:
-        newest = (
-            select(func.max(NotificationSend.id))
-            .where(NotificationSend.target_key.in_(keys))
-            .group_by(NotificationSend.target_key)
-        )
-        rows = session.scalars(select(NotificationSend).where(NotificationSend.id.in_(newest)))
-        return {row.target_key: row for row in rows}
-
-
-# -- sending ---------------------------------------------------------------------------
-
-
-def send_to_all(config: Mapping, db: Database, settings: NotificationConfig, event: str, title: str, body: str):
-    """Send one message to every URL at once (each bounded by NOTIFY_TIMEOUT_SECONDS); record and return results."""
-    if not settings.urls:
-        return []
-    with ThreadPoolExecutor(max_workers=len(settings.urls), thread_name_prefix="notify-send") as pool:
-        results = list(pool.map(lambda url: _send_one(config, url, event, title, body), settings.urls))
-    record_sends(db, results)
-    for result in results:
-        if result.ok:
-            log.info("notification %s sent to %s in %d ms", event, result.target, result.elapsed_ms)
-        else:
-            log.warning("notification %s to %s failed: %s", event, result.target, result.error)
-    return results
 
 
 def send_test(config: Mapping, db: Database) -> list[SendResult]:
@@ -174,97 +49,6 @@ def send_test(config: Mapping, db: Database) -> list[SendResult]:
     title = "Backups: test notification"
     body = _body(config, "This is a test message from the backups app. Notifications reach you here.", utcnow())
     return send_to_all(config, db, settings, "test", title, body)
-
-
-def _send_one(config: Mapping, url: str, event: str, title: str, body: str) -> SendResult:
-    import apprise
-
-    started, at = time.monotonic(), utcnow()
-    shown = mask(url)
-    scrub = Scrubber.for_urls([url], [shown])
-    timeout = float(config["NOTIFY_TIMEOUT_SECONDS"])
-    error = None
-    try:
-        service = instantiate(url)
-        if service is None:
-            raise RuntimeError("Apprise no longer accepts this URL.")
-        # A little over the call's own limit, so the error says "did not finish within"; its thread ends soon after.
-        service.socket_connect_timeout = service.socket_read_timeout = timeout + 1
-        sender = apprise.Apprise()
-        sender.add(service)
-        kind = _notify_types().get(event, apprise.NotifyType.INFO)
-        result = sender.notify(body=body, title=title, notify_type=kind, timeout=timeout)
-        if not result:
-            messages = [entry.message for entry in result.logs() if _is_reason(entry)]
-            error = " ".join(messages) or "The service did not accept the message."
-    except Exception as exc:  # a notification must never fail what sent it
-        error = f"{type(exc).__name__}: {exc}"
-    elapsed = round((time.monotonic() - started) * 1000)
-    error = scrub(error)[:MAX_ERROR_CHARS] if error else None
-    return SendResult(shown, target_key(url), event, error is None, error, at, elapsed)
-
-
-def _is_reason(entry) -> bool:
-    """Apprise's warnings and errors, and the socket error it logs only at debug level."""
-    return entry.level in ("ERROR", "WARNING") or entry.message.startswith("Socket Exception:")
-
-
-def record_sends(db: Database, results: list[SendResult]) -> None:
-    """Keep each send's result (the newest per URL is shown); old rows are pruned."""
-    if not results:
-        return
-    try:
-        with db.writer() as session:
-            for result in results:
-                session.add(
-                    NotificationSend(
-                        at=result.at,
-                        target_key=result.target_key,
-                        target=result.target,
-                        event=result.event,
-                        ok=result.ok,
-                        error=result.error,
-                        elapsed_ms=result.elapsed_ms,
-                    )
-                )
-            session.flush()
-            newest = session.scalar(select(func.max(NotificationSend.id))) or 0
-            session.execute(delete(NotificationSend).where(NotificationSend.id <= newest - KEEP_SENDS))
-    except Exception:
-        log.exception("could not record %d notification result(s)", len(results))
-
-
-def _notify_types():
-    import apprise
-
-    return {
-        "run_failed": apprise.NotifyType.FAILURE,
-        "verification_failed": apprise.NotifyType.FAILURE,
-        "offsite_failed": apprise.NotifyType.FAILURE,
-        "stale": apprise.NotifyType.WARNING,
-        "recovered": apprise.NotifyType.SUCCESS,
-        "restore_done": apprise.NotifyType.SUCCESS,
-        "success": apprise.NotifyType.SUCCESS,
-    }
-
-
-def in_background(work: Callable, *args) -> None:
-    """Run ``work(*args)`` off the caller's path; errors are logged, never raised.
-
-    Not a daemon thread: a CLI command that ends right after a run still delivers its
-    message (each send is bounded by NOTIFY_TIMEOUT_SECONDS).
-    """
-
-    def guarded() -> None:
-        try:
-            work(*args)
-        except Exception:
-            log.exception("notification work %s failed", getattr(work, "__name__", work))
-
-    try:
-        threading.Thread(target=guarded, name="notify", daemon=False).start()
-    except Exception:  # e.g. no more threads: the run must still end normally
-        log.exception("could not start notification work %s", getattr(work, "__name__", work))
 
 
 # -- what happened -> what is sent ----------------------------------------------------
@@ -335,8 +119,18 @@ def run_started(config: Mapping, db: Database, run: JobRun) -> None:
 
 
 def run_finished(config: Mapping, db: Database, run_id: int) -> None:
-    """A run ended (its outcome is recorded): notify and ping in the background."""
-    in_background(_run_finished, config, db, run_id)
+    """A run ended (its outcome is recorded): notify and ping in the background, if anything is configured.
+
+    The check is one quick read here (WAL readers never wait for writers), so an
+    unconfigured app starts no thread and holds no connection after the run.
+    """
+    try:
+        settings = load_config(db)
+    except Exception:
+        log.exception("run %d: notification settings not readable; nothing sent", run_id)
+        return
+    if settings.urls or settings.ping_url:
+        in_background(_run_finished, config, db, run_id)
 
 
 def _run_finished(config: Mapping, db: Database, run_id: int) -> None:

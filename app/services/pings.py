@@ -51,7 +51,8 @@ def ping_end(config: Mapping, db: Database, run: JobRun) -> None:
 
 
 def _ping(config: Mapping, db: Database, suffix: str, run_id: int, body: bytes | None) -> None:
-    from app.services.notifications import SendResult, load_config, record_sends
+    from app.services.notification_sends import SendResult, record_sends
+    from app.services.notification_settings import load_config
 
     url = load_config(db).ping_url
     if not url:

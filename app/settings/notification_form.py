@@ -5,8 +5,8 @@ from __future__ import annotations
 from werkzeug.datastructures import MultiDict
 from wtforms import Form, SelectChoice, StringField, TextAreaField, ValidationError
 
+from app.services.notification_settings import EVENTS, NotificationConfig
 from app.services.notification_urls import NotificationUrlError, mask, mask_ping, parse_ping_url, parse_urls
-from app.services.notifications import EVENTS, NotificationConfig
 from app.settings.forms import CheckboxListField
 
 JSON_FIELDS = {"urls": list, "events": list, "ping_url": str}

@@ -5,7 +5,8 @@ from __future__ import annotations
 from flask import current_app, flash, redirect, render_template, request, url_for
 
 from app.extensions import get_db
-from app.services.notifications import load_config, public_view, save_config, send_test
+from app.services.notification_settings import load_config, public_view, save_config
+from app.services.notifications import send_test
 from app.settings.notification_form import NotificationsForm
 from app.settings.routes import PAGE_NEEDS, _context, bp
 from app.web import is_htmx

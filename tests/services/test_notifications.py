@@ -11,7 +11,8 @@ import pytest
 
 from app.models import NotificationSend, utcnow
 from app.services import notifications
-from app.services.notifications import load_config, offsite_upload_failed, save_config
+from app.services.notification_settings import DEFAULT_EVENTS, load_config, save_config
+from app.services.notifications import offsite_upload_failed
 from app.services.pings import run_uuid
 from app.tasks import claim_task, complete_task, restore_now, run_task_now
 from tests.support.receivers import HttpReceiver, SmtpReceiver
@@ -78,7 +79,7 @@ def mail_text(message: str) -> str:
     return parsed["Subject"] + "\n" + parts[0].get_payload(decode=True).decode()
 
 
-def configure(app, urls, events=notifications.DEFAULT_EVENTS, ping_url=None):
+def configure(app, urls, events=DEFAULT_EVENTS, ping_url=None):
     save_config(app.extensions["db"], list(urls), list(events), ping_url)
 
 
