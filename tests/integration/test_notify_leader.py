@@ -16,6 +16,8 @@ from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.slow
 
+SECRET = "Hunter2Secret9"
+
 
 def test_a_stale_schedule_is_told_once_by_the_leader_and_never_by_followers(tmp_path):
     server = GunicornServer(tmp_path / "instance", workers=3, NOTIFY_TIMEOUT_SECONDS="2").start()
@@ -25,7 +27,7 @@ def test_a_stale_schedule_is_told_once_by_the_leader_and_never_by_followers(tmp_
             code, body = server.request(
                 "PUT",
                 "/api/v1/settings/notifications",
-                {"urls": [f"json://127.0.0.1:{http.port}/hook"], "events": ["stale"], "ping_url": None},
+                {"urls": [f"json://user:{SECRET}@127.0.0.1:{http.port}/hook"], "events": ["stale"], "ping_url": None},
             )
             assert code == 200, body
             # The scheduler is held off: every fire waits for the backup lock, so nothing succeeds.
@@ -45,6 +47,8 @@ def test_a_stale_schedule_is_told_once_by_the_leader_and_never_by_followers(tmp_
             assert post.json()["title"] == "Backups: Database backup is stale"
             senders = {line.split()[2] for line in server.log().splitlines() if "notification stale sent" in line}
             assert len(senders) == 1  # one process (the leader) sent it
+            assert SECRET not in server.log()  # gunicorn's log: app, access and Apprise lines
+            assert SECRET not in str(server.request("GET", "/api/v1/settings/notifications")[1])
     finally:
         lock.release()
         server.stop()
