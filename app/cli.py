@@ -13,14 +13,14 @@ from werkzeug.datastructures import MultiDict
 
 from app.api.serializers import backup_json, health_json, job_json, run_json
 from app.extensions import get_db
+from app.notify_cli import notify_cli
 from app.services import runs
 from app.services.backup_tasks import restore_now
 from app.services.backups import BackupNotFound
 from app.services.catalogue import catalogued_backups
 from app.services.registry import TASKS
 from app.services.runner import TaskBusy, run_task_now
-from app.services.scheduler import save_schedule
-from app.services.schedules import MODES
+from app.services.schedules import MODES, save_schedule
 from app.services.status import scheduler_health, task_status
 from app.settings.forms import ScheduleForm
 from app.web import file_size
@@ -158,3 +158,4 @@ def init_app(app: Flask) -> None:
     app.cli.add_command(backup_cli)
     app.cli.add_command(scheduler_cli)
     app.cli.add_command(init_db)
+    app.cli.add_command(notify_cli)

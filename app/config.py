@@ -8,6 +8,7 @@ import os
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy.engine import make_url
@@ -46,6 +47,9 @@ class Settings:
     session_cookie_secure: bool = False
     scheduler_tick_seconds: float = 1.0
     scheduler_follower_retry_seconds: float = 3.0
+    notify_timeout_seconds: int = 10
+    notify_remind_hours: int = 24
+    public_url: str | None = None
 
     @property
     def auth_enabled(self) -> bool:
@@ -75,6 +79,9 @@ class Settings:
             "SESSION_COOKIE_SECURE": self.session_cookie_secure,
             "SCHEDULER_TICK_SECONDS": self.scheduler_tick_seconds,
             "SCHEDULER_FOLLOWER_RETRY_SECONDS": self.scheduler_follower_retry_seconds,
+            "NOTIFY_TIMEOUT_SECONDS": self.notify_timeout_seconds,
+            "NOTIFY_REMIND_HOURS": self.notify_remind_hours,
+            "PUBLIC_URL": self.public_url,
             # Changes whenever the password does, so old sessions end with it.
             "ADMIN_PASSWORD_FINGERPRINT": _fingerprint(self.secret_key, self.admin_password_hash_source),
             "AUTH_ENABLED": self.auth_enabled,
@@ -120,6 +127,9 @@ def load_settings(env: dict[str, str], default_instance_path: Path) -> Settings:
         scheduler_follower_retry_seconds=_seconds(
             env, "SCHEDULER_FOLLOWER_RETRY_SECONDS", default=3.0, low=0.05, high=300
         ),
+        notify_timeout_seconds=_integer(env, "NOTIFY_TIMEOUT_SECONDS", default=10, low=1, high=300),
+        notify_remind_hours=_integer(env, "NOTIFY_REMIND_HOURS", default=24, low=1, high=24 * 365),
+        public_url=_public_url(env),
     )
 
 
@@ -164,6 +174,17 @@ def _api_token(env: dict[str, str]) -> str | None:
     if not (env.get("ADMIN_PASSWORD") or env.get("ADMIN_PASSWORD_HASH")):
         raise ConfigError("API_TOKEN needs ADMIN_PASSWORD or ADMIN_PASSWORD_HASH: without them nothing is protected.")
     return token
+
+
+def _public_url(env: dict[str, str]) -> str | None:
+    """PUBLIC_URL: where people reach the app (for links in notifications); None when unset."""
+    raw = env.get("PUBLIC_URL", "").strip()
+    if not raw:
+        return None
+    parts = urlsplit(raw)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+        raise ConfigError(f"PUBLIC_URL must be an http(s) address such as https://backups.example.org (got {raw!r}).")
+    return raw.rstrip("/")
 
 
 def _sqlite_path(url: str, name: str) -> Path:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import DateTime, Integer, String, Text, TypeDecorator
+from sqlalchemy import Boolean, DateTime, Integer, String, Text, TypeDecorator
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -153,3 +153,48 @@ class RetentionSetting(Base):
     task: Mapped[str] = mapped_column(String(64), primary_key=True)
     keep_last: Mapped[int] = mapped_column(Integer)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class NotificationSettings(Base):
+    """Where notifications go and which events send one (one row; the URLs hold secrets)."""
+
+    __tablename__ = "notification_settings"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, default=1)
+    urls: Mapped[str] = mapped_column(Text, default="")  # Apprise URLs, one per line
+    events: Mapped[str] = mapped_column(Text, default="")  # event ids, comma-separated
+    ping_url: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class NotificationState(Base):
+    """What was last told about one subject (a task, its restores, an off-site target).
+
+    Notifications go out on a change of state and as reminders, never once per run or per
+    poll: the process that changes this row (in one write transaction) is the one that sends.
+    """
+
+    __tablename__ = "notification_state"
+
+    subject: Mapped[str] = mapped_column(String(128), primary_key=True)
+    state: Mapped[str] = mapped_column(String(16), default="ok")  # ok | failing | stale
+    event: Mapped[str | None] = mapped_column(String(32))  # the event that made it bad
+    since: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    notified_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    last_run_id: Mapped[int | None] = mapped_column(Integer)
+
+
+class NotificationSend(Base):
+    """One send to one notification URL or to the ping URL, and how it went."""
+
+    __tablename__ = "notification_send"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    target_key: Mapped[str] = mapped_column(String(64), index=True)  # sha256 of the real URL
+    target: Mapped[str] = mapped_column(Text)  # the masked URL (Apprise's privacy form)
+    event: Mapped[str] = mapped_column(String(32))
+    ok: Mapped[bool] = mapped_column(Boolean)
+    error: Mapped[str | None] = mapped_column(Text)
+    elapsed_ms: Mapped[int | None] = mapped_column(Integer)

@@ -23,7 +23,7 @@ from bench.suite import run_suite
 from bench.system import CpuWatch
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-MEASUREMENTS = ("impact", "backup", "restore", "polling", "weight", "scheduler")
+MEASUREMENTS = ("impact", "backup", "restore", "polling", "weight", "scheduler", "notify")
 QUIET_SAMPLE_SECONDS = 3.0
 BUSY_WARNING_PERCENT = 10.0  # of one core, used by processes other than the benchmark
 

@@ -68,6 +68,15 @@ def targets(results: dict) -> list[Target]:
         found.append(Target("scheduler leader idle CPU", idle["percent_of_core"] if idle else None, "<", 1, "% core"))
     if weight := section("page_weight"):
         found.append(Target("Settings page + assets, gzip", weight["gzip_bytes"] / KB, "<", 60, "KB"))
+    if notify := section("notify"):
+        found.append(
+            Target(
+                "failed run's end to webhook, median of 5", notify["failure_to_receipt_median_ms"] / 1000, "<", 2, "s"
+            )
+        )
+        found.append(
+            Target("time a hanging receiver adds to a run", notify["hanging_receiver_added_ms_max"] / 1000, "<", 1, "s")
+        )
     for key, value in results.items():
         if isinstance(value, dict) and "error" in value:
             found.append(Target(f"{key} ran", None, "==", 1, ""))
@@ -176,6 +185,18 @@ def _page_weight(weight: dict) -> list[str]:
     return lines
 
 
+def _notify(notify: dict) -> list[str]:
+    samples = ", ".join(f"{value:.0f}" for value in notify["failure_to_receipt_ms"])
+    return [
+        f"6. Notifications{_others(notify)}",
+        f"   failed run's end to webhook receipt: median {notify['failure_to_receipt_median_ms']:.0f} ms "
+        f"({samples} ms)",
+        f"   manual backup {notify['backup_ms_median']:.0f} ms; with a hanging receiver "
+        f"{notify['backup_with_hanging_receiver_ms_median']:.0f} ms "
+        f"(slowest adds {notify['hanging_receiver_added_ms_max']:.0f} ms)",
+    ]
+
+
 SECTIONS = (
     ("backup_cost", _backup_cost),
     ("restore_cost", _restore_cost),
@@ -183,6 +204,7 @@ SECTIONS = (
     ("polling", _polling),
     ("scheduler", _scheduler),
     ("page_weight", _page_weight),
+    ("notify", _notify),
 )
 
 

@@ -64,6 +64,11 @@ def run_suite(only: list[str], dataset: Dataset, repeats: int, fires: int, log) 
             run.results["restore_cost"] = measure_restore_cost(dataset.path, repeats, log)
     if {"polling", "weight"} & set(only):
         _polling_and_weight(only, run)
+    if "notify" in only:
+        from bench.notify import measure_notify
+
+        with run.measure("notifications", "notify"):
+            run.results["notify"] = measure_notify(log)
     if track is not None:
         from bench.scheduler import annotate
 

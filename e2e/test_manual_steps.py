@@ -45,6 +45,9 @@ from e2e.support import (
     wait_until_applied,
 )
 from tests.support.data import fill_items
+from tests.support.receivers import HttpReceiver
+from tests.support.server import free_port
+from tests.support.waiting import wait_for
 
 # Enough data that a backup takes over a second here, so "Running since" can be seen.
 BALLAST_MEGABYTES = 400
@@ -467,3 +470,109 @@ def test_step_15_a_refused_garbage_upload(live_server, page, tmp_path):
     expect(backup_rows(page)).to_have_count(1)
     expect(backup_rows(page).filter(has_text=kept)).to_have_count(1)
     assert sorted(path.name for path in (live_server.instance / "backups").iterdir()) == [kept]
+
+
+def notifications_block(page):
+    return page.get_by_role("region", name="Notifications")
+
+
+def send_rows(page):
+    return page.locator("#notification-sends tbody tr")
+
+
+def counted_runs(server) -> list[int]:
+    """The last run the notification state took into account, per subject."""
+    with sqlite3.connect(server.instance / "state.db", timeout=10) as connection:
+        rows = connection.execute("SELECT last_run_id FROM notification_state").fetchall()
+    connection.close()
+    return [row[0] for row in rows]
+
+
+def test_step_16_configure_a_webhook(live_server, page):
+    with HttpReceiver() as webhook:
+        open_settings(page, live_server)
+        block = notifications_block(page)
+        urls = block.get_by_label("Notification URLs")
+        urls.fill(f"json://127.0.0.1:{webhook.port}/hook\nnosuchscheme://example.org/x")
+        block.get_by_role("button", name="Save notifications").click()
+
+        expect(block.locator(".field-error").first).to_contain_text(
+            "Line 2 (nosuchscheme://…) is not a notification URL Apprise accepts"
+        )
+        expect(block.get_by_label("Notification URLs")).to_have_value(
+            f"json://127.0.0.1:{webhook.port}/hook\nnosuchscheme://example.org/x"
+        )
+        expect(alerts(page)).to_contain_text("The notification settings were not saved")
+        assert live_server.request("GET", "/api/v1/settings/notifications")[1]["urls"] == []
+
+        block.get_by_label("Notification URLs").fill(f"json://127.0.0.1:{webhook.port}/hook")
+        block.get_by_role("button", name="Save notifications").click()
+        expect(toasts(page)).to_contain_text("Notification settings saved: 1 URL(s).")
+        expect(send_rows(page)).to_have_count(1)
+        expect(send_rows(page).first).to_contain_text(f"json://127.0.0.1:{webhook.port}/hook")
+        expect(send_rows(page).first).to_contain_text("Never")
+        assert webhook.requests == []
+    assert unexpected_console_errors(page) == []
+
+
+def test_step_17_send_a_test_notification(live_server, page, pytestconfig):
+    down = f"json://127.0.0.1:{free_port()}/hook"
+    with HttpReceiver() as webhook:
+        code, body = live_server.request(
+            "PUT",
+            "/api/v1/settings/notifications",
+            {"urls": [f"json://127.0.0.1:{webhook.port}/hook"], "events": ["run_failed"], "ping_url": None},
+        )
+        assert code == 200, body
+        open_settings(page, live_server)
+        block = notifications_block(page)
+        urls = block.get_by_label("Notification URLs")
+        urls.fill(urls.input_value() + "\n" + down)
+        block.get_by_role("button", name="Save notifications").click()
+        expect(toasts(page)).to_contain_text("Notification settings saved: 2 URL(s).")
+
+        page.get_by_role("button", name="Send test notification").click()
+
+        expect(alerts(page)).to_contain_text("Test notification failed for 1 of 2 URL(s)")
+        expect(send_rows(page).nth(0)).to_contain_text("OK")
+        expect(send_rows(page).nth(1)).to_contain_text("Failed: A Connection error occurred")
+        (post,) = webhook.posts()
+        assert post.json()["title"] == "Backups: test notification"
+        folder = pytestconfig.rootpath / "e2e" / "artifacts" / "screenshots"
+        folder.mkdir(parents=True, exist_ok=True)
+        page.set_viewport_size({"width": 1280, "height": 900})
+        page.evaluate("document.querySelectorAll('#toasts > *, #alerts > *').forEach(t => t.remove())")
+        block.screenshot(path=folder / "notifications-failed-1280.png")
+    assert unexpected_console_errors(page) == []
+
+
+def test_step_18_see_a_failure_notification(start_server, page, tmp_path):
+    (tmp_path / "afile").write_text("a regular file, not a folder\n")
+    folder = (tmp_path / "afile" / "backups").resolve()
+    server = start_server(BACKUPS_DIR=str(folder), PUBLIC_URL="http://backups.example.org")
+    with HttpReceiver() as webhook:
+        code, body = server.request(
+            "PUT",
+            "/api/v1/settings/notifications",
+            {"urls": [f"json://127.0.0.1:{webhook.port}/hook"], "events": ["run_failed"], "ping_url": None},
+        )
+        assert code == 200, body
+        open_settings(page, server)
+
+        page.get_by_role("button", name="Run backup now").click()
+        expect(status_value(page, "Last result")).to_contain_text("Failed", timeout=10_000)
+        wait_for(webhook.posts, timeout=10)
+        page.get_by_role("button", name="Run backup now").click()
+        expect(history_rows(page)).to_have_count(2, timeout=10_000)
+
+        message = webhook.posts()[0].json()
+        assert message["title"] == "Backups: Database backup failed"
+        assert str(folder) in message["message"]
+        assert re.search(r"When: \d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2} CES?T \(Europe/Berlin\)", message["message"])
+        assert "Settings: http://backups.example.org/settings" in message["message"]
+        page.reload()
+        expect(send_rows(page).first).to_contain_text("(run_failed)")
+        expect(send_rows(page).first).to_contain_text("OK")
+        wait_for(lambda: counted_runs(server) == [2], timeout=10)  # the second failure was taken into account
+        assert len(webhook.posts()) == 1  # ... and it is the same state: no second message
+    assert unexpected_console_errors(page) == []

@@ -6,8 +6,7 @@ import json
 from pathlib import Path
 
 from app.services.backups import backup_lock, list_backups
-from app.services.scheduler import load_schedule, save_schedule
-from app.services.schedules import Schedule
+from app.services.schedules import Schedule, load_schedule, save_schedule
 
 
 def test_backup_run_makes_a_verified_manual_backup_and_prints_it_as_json(app, runner):

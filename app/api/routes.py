@@ -17,8 +17,8 @@ from app.services.backups import BackupError, BackupNotFound, resolve_backup
 from app.services.catalogue import catalogued_backups, delete_catalogued
 from app.services.registry import TASKS
 from app.services.runner import TaskBusy, run_task_now, start_task_in_background
-from app.services.scheduler import ENTRY_POINT, save_schedule, stored_jobs
-from app.services.schedules import Schedule
+from app.services.scheduler import ENTRY_POINT, stored_jobs
+from app.services.schedules import Schedule, save_schedule
 from app.services.status import scheduler_health, task_status
 from app.services.uploads import accept_upload
 from app.settings.forms import ScheduleForm, formdata_from_json

@@ -18,7 +18,7 @@ from sqlalchemy.exc import OperationalError
 
 from app.db import Database
 from app.models import JobRun
-from app.services import runs
+from app.services import notifications, runs
 from app.services.errors import TaskError
 from app.services.locks import FileLock
 from app.services.registry import TASKS, Task, TaskContext
@@ -52,24 +52,31 @@ def claim_task(
     """
     task = TASKS[task_id]
     lock = task.lock(config)
-    acquired = lock.acquire(wait) if wait else lock.try_acquire()
-    deadline = time.monotonic() + BUSY_LOOKUP_SECONDS
-    while not acquired:
-        # Another process takes the lock, then records its run (and records the end, then
-        # releases it): in between there is no running row to name. Look again, or take the
-        # lock if it came free, so a refusal can always say which run is going.
-        running = runs.latest_run(db, task_id, status="running")
-        if running is not None or time.monotonic() >= deadline:
-            raise TaskBusy(task, running)
-        time.sleep(0.02)
-        acquired = lock.try_acquire()
+    if not (lock.acquire(wait) if wait else lock.try_acquire()):
+        raise TaskBusy(task, _running_run(db, task_id))
     try:
         close_interrupted_runs(config, db, task)
         run = runs.start_run(db, task_id, trigger, scheduled_for)
     except BaseException:
         lock.release()
         raise
+    notifications.run_started(config, db, run)
     return run, lock
+
+
+def _running_run(db: Database, task_id: str) -> JobRun | None:
+    """The run holding the lock, for a refusal to name.
+
+    Another process takes the lock, then records its run (and records the end, then
+    releases it): in between there is no running row. Look again for a moment; if the
+    run ended meanwhile, name it (the newest run), so a 409 names a run whenever one exists.
+    """
+    deadline = time.monotonic() + BUSY_LOOKUP_SECONDS
+    while True:
+        running = runs.latest_run(db, task_id, status="running")
+        if running is not None or time.monotonic() >= deadline:
+            return running or runs.latest_run(db, task_id)
+        time.sleep(0.02)
 
 
 def close_interrupted_runs(config: Mapping, db: Database, task: Task) -> int:
@@ -115,6 +122,7 @@ def complete_task(
         return RunOutcome(_finish(db, run.id, "success", **result), result=result)
     finally:
         lock.release()
+        notifications.run_finished(config, db, run.id)
 
 
 def _finish(db: Database, run_id: int, status: str, **fields) -> JobRun:

@@ -26,12 +26,12 @@ from apscheduler.schedulers.base import STATE_STOPPED
 from sqlalchemy import column, select, table
 
 from app.db import Database
-from app.models import ScheduleConfig, ScheduleNotice, SchedulerState, utcnow
-from app.services import runs
+from app.models import ScheduleConfig, SchedulerState, utcnow
+from app.services import notifications, runs
 from app.services.locks import FileLock
 from app.services.registry import TASKS
 from app.services.runner import TaskBusy, claim_task, close_interrupted_runs, complete_task
-from app.services.schedules import Schedule, ScheduleError, build_trigger
+from app.services.schedules import ScheduleError, build_trigger, schedule_from_row
 from app.services.trigger_migration import is_legacy_trigger, migrate_job
 
 log = logging.getLogger(__name__)
@@ -183,6 +183,7 @@ class SchedulerService:
         self.reconcile()
         self._close_interrupted_runs()
         self._beat()
+        notifications.leader_tick(self.config, self.db)
 
     def _resign(self) -> None:
         global _leader
@@ -316,50 +317,6 @@ def _record_skip(service: SchedulerService, task_id: str, scheduled_for: datetim
         runs.record_missed_run(service.db, task_id, scheduled_for or utcnow(), f"Skipped: {why}.")
     except Exception:
         log.exception("could not record the skipped %s run either", task_id)
-
-
-def schedule_from_row(row: ScheduleConfig | None) -> Schedule:
-    """The :class:`Schedule` a stored row describes (disabled when there is none)."""
-    if row is None:
-        return Schedule()
-    weekdays = tuple(day for day in (row.weekdays or "").split(",") if day)
-    return Schedule(row.mode, row.time, weekdays, row.cron, row.every_hours)
-
-
-def load_schedule(db: Database, task_id: str) -> tuple[Schedule, ScheduleConfig | None]:
-    """The saved schedule of a task and its row (None when never saved)."""
-    with db.session() as session:
-        row = session.get(ScheduleConfig, task_id)
-    return schedule_from_row(row), row
-
-
-def save_schedule(db: Database, task_id: str, schedule: Schedule) -> ScheduleConfig:
-    """Store a validated schedule; the version changes only when the schedule does.
-
-    Saving, even unchanged, also hides the task's one-time notice (the user has seen it).
-    """
-    schedule = schedule.normalized()
-    values = {
-        "mode": schedule.mode,
-        "time": schedule.time,
-        "weekdays": ",".join(schedule.weekdays) or None,
-        "cron": schedule.cron,
-        "every_hours": schedule.every_hours,
-    }
-    with db.writer() as session:
-        row = session.get(ScheduleConfig, task_id)
-        if row is None:
-            row = ScheduleConfig(task=task_id, version=1, applied_version=0, updated_at=utcnow(), **values)
-            session.add(row)
-        elif any(getattr(row, key) != value for key, value in values.items()):
-            for key, value in values.items():
-                setattr(row, key, value)
-            row.version += 1
-            row.updated_at = utcnow()
-        notice = session.get(ScheduleNotice, task_id)
-        if notice is not None:
-            session.delete(notice)
-    return row
 
 
 def read_next_run(db: Database, task_id: str) -> datetime | None:

@@ -16,6 +16,8 @@ from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
+from app.db import Database
+from app.models import ScheduleConfig, ScheduleNotice, utcnow
 from app.services.cron_description import describe_crontab
 from app.services.crontab import CrontabError, CrontabTrigger, parse_crontab
 
@@ -197,3 +199,47 @@ class WallClockCronTrigger(CronTrigger):
 
 def _wall_time(moment: datetime, zone) -> datetime:
     return moment.astimezone(UTC).astimezone(zone).replace(tzinfo=None)
+
+
+def schedule_from_row(row: ScheduleConfig | None) -> Schedule:
+    """The :class:`Schedule` a stored row describes (disabled when there is none)."""
+    if row is None:
+        return Schedule()
+    weekdays = tuple(day for day in (row.weekdays or "").split(",") if day)
+    return Schedule(row.mode, row.time, weekdays, row.cron, row.every_hours)
+
+
+def load_schedule(db: Database, task_id: str) -> tuple[Schedule, ScheduleConfig | None]:
+    """The saved schedule of a task and its row (None when never saved)."""
+    with db.session() as session:
+        row = session.get(ScheduleConfig, task_id)
+    return schedule_from_row(row), row
+
+
+def save_schedule(db: Database, task_id: str, schedule: Schedule) -> ScheduleConfig:
+    """Store a validated schedule; the version changes only when the schedule does.
+
+    Saving, even unchanged, also hides the task's one-time notice (the user has seen it).
+    """
+    schedule = schedule.normalized()
+    values = {
+        "mode": schedule.mode,
+        "time": schedule.time,
+        "weekdays": ",".join(schedule.weekdays) or None,
+        "cron": schedule.cron,
+        "every_hours": schedule.every_hours,
+    }
+    with db.writer() as session:
+        row = session.get(ScheduleConfig, task_id)
+        if row is None:
+            row = ScheduleConfig(task=task_id, version=1, applied_version=0, updated_at=utcnow(), **values)
+            session.add(row)
+        elif any(getattr(row, key) != value for key, value in values.items()):
+            for key, value in values.items():
+                setattr(row, key, value)
+            row.version += 1
+            row.updated_at = utcnow()
+        notice = session.get(ScheduleNotice, task_id)
+        if notice is not None:
+            session.delete(notice)
+    return row

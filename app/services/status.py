@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -13,12 +12,12 @@ from app.db import Database
 from app.models import JobRun, ScheduleNotice, SchedulerState, utcnow
 from app.services import runs
 from app.services.registry import Task
-from app.services.scheduler import heartbeat_is_fresh, load_schedule, read_leader_state, read_next_run
-from app.services.schedules import Schedule, ScheduleError, build_trigger, describe, next_fire_times
+from app.services.scheduler import heartbeat_is_fresh, read_leader_state, read_next_run
+from app.services.schedules import Schedule, ScheduleError, build_trigger, describe, load_schedule, next_fire_times
+from app.services.staleness import schedule_period
 from app.services.trigger_migration import read_notice
 
 UPCOMING_COUNT = 5
-PERIOD_SAMPLES = 12
 
 
 @dataclass(frozen=True)
@@ -150,7 +149,7 @@ def task_health(
     active = scheduler_enabled and schedule.mode != "disabled"
     finished = [run for run in runs.recent_runs(db, task.id, limit=20) if run.trigger != "restore"]
     last_finished = next((run for run in finished if run.status not in ("running", "missed")), None)
-    period = schedule_period(schedule, config["SCHEDULER_TIMEZONE"]) if active else None
+    period = schedule_period(schedule, config["SCHEDULER_TIMEZONE"], utcnow()) if active else None
     health = TaskHealth(
         task=task,
         schedule=schedule,
@@ -160,16 +159,3 @@ def task_health(
         stale_after=None if period is None else 2 * period,
     )
     return health, (row.updated_at if row is not None else None)
-
-
-def schedule_period(schedule: Schedule, timezone: str) -> timedelta | None:
-    """The longest gap between upcoming runs (a weekly Mon/Thu schedule: four days)."""
-    if schedule.mode == "interval":
-        return timedelta(hours=schedule.every_hours)
-    try:
-        trigger = build_trigger(schedule, timezone)
-    except ScheduleError:
-        return None
-    moments = next_fire_times(trigger, PERIOD_SAMPLES, utcnow())
-    gaps = [later - earlier for earlier, later in itertools.pairwise(moments)]
-    return max(gaps) if gaps else None

@@ -21,8 +21,7 @@ from app.services.catalogue import catalogued_backups, delete_catalogued
 from app.services.crontab import DST_RULE, DST_RULE_WILDCARD, NEVER_RUNS
 from app.services.restore import preview_restore
 from app.services.runner import TaskBusy, run_task_now, start_task_in_background
-from app.services.scheduler import load_schedule, save_schedule
-from app.services.schedules import ScheduleError, build_trigger, describe, next_fire_times
+from app.services.schedules import ScheduleError, build_trigger, describe, load_schedule, next_fire_times, save_schedule
 from app.services.sqlite_info import wal_reset_warning
 from app.services.status import task_status
 from app.services.uploads import accept_upload

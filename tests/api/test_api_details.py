@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from app.models import JobRun
-from app.services.scheduler import load_schedule
+from app.services.schedules import load_schedule
 from tests.settings.html_tree import parse
 from tests.support.locks import backup_running
 

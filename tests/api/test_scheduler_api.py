@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import text
 
 from app.services.backups import backup_lock
-from app.services.scheduler import load_schedule
+from app.services.schedules import load_schedule
 from tests.support.waiting import wait_for
 
 API = "/api/v1/settings"

@@ -10,7 +10,7 @@ from werkzeug.security import generate_password_hash
 
 from app.models import JobRun
 from app.services import runs
-from app.services.scheduler import load_schedule
+from app.services.schedules import load_schedule
 from tests.settings.html_tree import parse
 from tests.support.waiting import wait_for
 

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from werkzeug.datastructures import MultiDict
 
-from app.services.scheduler import load_schedule
+from app.services.schedules import load_schedule
 from tests.security.support import changeable_state, wait_for_runs_to_finish
 from tests.settings.html_tree import parse
 

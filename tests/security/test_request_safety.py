@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from app.services.backups import list_backups
-from app.services.scheduler import load_schedule
+from app.services.schedules import load_schedule
 from tests.security.support import (
     BEARER,
     PASSWORD,

@@ -21,14 +21,8 @@ from sqlalchemy import select
 from app.models import JobRun, ScheduleConfig, SchedulerState, utcnow
 from app.services import runs
 from app.services.backups import list_backups
-from app.services.scheduler import (
-    JOBS_TABLE,
-    LeaderScheduler,
-    SchedulerService,
-    read_next_run,
-    save_schedule,
-)
-from app.services.schedules import Schedule
+from app.services.scheduler import JOBS_TABLE, LeaderScheduler, SchedulerService, read_next_run
+from app.services.schedules import Schedule, save_schedule
 from app.services.status import task_status
 from tests.support.waiting import wait_for
 

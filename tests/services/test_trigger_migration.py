@@ -13,8 +13,8 @@ from sqlalchemy import column, select, table
 
 from app.models import ScheduleConfig
 from app.services.crontab import CrontabTrigger
-from app.services.scheduler import JOBS_TABLE, LeaderScheduler, SchedulerService, read_next_run, save_schedule
-from app.services.schedules import Schedule, WallClockCronTrigger, next_fire_times
+from app.services.scheduler import JOBS_TABLE, LeaderScheduler, SchedulerService, read_next_run
+from app.services.schedules import Schedule, WallClockCronTrigger, next_fire_times, save_schedule
 from app.services.status import task_status
 from app.services.trigger_migration import read_notice
 from tests.settings.html_tree import parse

@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 
 from app.models import JobRun, utcnow
-from app.services.scheduler import save_schedule
-from app.services.schedules import Schedule
+from app.services.schedules import Schedule, save_schedule
 from app.web import relative_time
 from tests.settings.html_tree import oob_toast, parse
 from tests.support.waiting import wait_for

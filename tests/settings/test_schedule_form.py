@@ -8,8 +8,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from app.models import ScheduleConfig
-from app.services.scheduler import load_schedule, save_schedule
-from app.services.schedules import Schedule
+from app.services.schedules import Schedule, load_schedule, save_schedule
 from tests.settings.html_tree import first_element, oob_toast, parse
 
 TASK = "backup_db"
