@@ -81,7 +81,7 @@ def alerts(page: Page) -> Locator:
 def choose_strategy(page: Page, label: str) -> None:
     """Pick a strategy and wait until htmx has swapped in its fields."""
     page.get_by_label("Strategy").select_option(label=label)
-    fields = page.locator("#schedule-fields")
+    fields = page.locator("#schedule-fields-backup_db")
     expectations = {
         "Disabled": fields.get_by_text("Manual backups still work."),
         "Daily": fields.get_by_label("Time of day"),

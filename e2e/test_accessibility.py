@@ -89,7 +89,7 @@ def test_each_strategy_has_no_violations(form_page, strategy, pytestconfig):
     choose_strategy(page, strategy)
     if strategy == "Cron expression":
         page.get_by_label("Cron expression").press_sequentially("30 2 * * 1-5")
-        expect(page.locator("#schedule-preview").get_by_role("listitem")).to_have_count(5)
+        expect(page.locator("#schedule-preview-backup_db").get_by_role("listitem")).to_have_count(5)
     audit(page, f"strategy-{strategy.lower().replace(' ', '-')}", pytestconfig)
 
 
@@ -103,7 +103,7 @@ def test_validation_errors_have_no_violations(form_page, strategy, pytestconfig)
     else:
         page.get_by_label("Cron expression").fill("61 * * * *")
     page.get_by_role("button", name="Save schedule").click()
-    expect(alerts(page)).to_contain_text("The schedule was not saved")
+    expect(alerts(page)).to_contain_text("The Database backup schedule was not saved")
     expect(page.locator(".error-summary li")).to_have_count(2 if strategy == "Weekly" else 1)
     audit(page, f"errors-{strategy.lower().replace(' ', '-')}", pytestconfig)
 
@@ -175,8 +175,8 @@ def test_an_error_then_a_success_has_no_violations(settings_page, pytestconfig):
     page = settings_page
     choose_strategy(page, "Weekly")
     page.get_by_role("button", name="Save schedule").click()
-    expect(alerts(page)).to_contain_text("The schedule was not saved")
+    expect(alerts(page)).to_contain_text("The Database backup schedule was not saved")
     page.get_by_role("checkbox", name="Monday").check()
     page.get_by_role("button", name="Save schedule").click()
-    expect(toasts(page)).to_contain_text("Schedule saved")
+    expect(toasts(page)).to_contain_text("Database backup schedule saved")
     audit(page, "error-then-success", pytestconfig)

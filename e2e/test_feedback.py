@@ -33,7 +33,7 @@ def test_a_later_outcome_of_the_schedule_form_replaces_the_earlier_ones_1(settin
     page = settings_page
     choose_strategy(page, "Weekly")  # no weekday ticked
     save(page)
-    expect(alerts(page)).to_contain_text("The schedule was not saved")
+    expect(alerts(page)).to_contain_text("The Database backup schedule was not saved")
     choose_strategy(page, "Cron expression")  # empty
     save(page)
     expect(page.locator(".error-summary")).to_contain_text("Cron expression")
@@ -41,7 +41,7 @@ def test_a_later_outcome_of_the_schedule_form_replaces_the_earlier_ones_1(settin
     page.get_by_label("Every N hours").fill("6")
     save(page)
 
-    expect(toasts(page)).to_contain_text("Schedule saved: Every 6 hours.")
+    expect(toasts(page)).to_contain_text("Database backup schedule saved: Every 6 hours.")
     every_toast = page.locator("[data-toast]")
     expect(every_toast).to_have_count(1)  # the two refusals are gone: one form, one outcome
     # The toast is in the page flow: it covers nothing (here: the history table's File column).
@@ -67,10 +67,10 @@ def test_the_error_summary_clears_when_the_field_is_corrected_and_when_the_strat
 
     cron.fill("")
     cron.press_sequentially("0 3 * * *")
-    expect(page.locator("#schedule-preview")).to_contain_text("At 03:00")
+    expect(page.locator("#schedule-preview-backup_db")).to_contain_text("At 03:00")
     expect(summary).to_have_count(0)
     expect(cron).not_to_have_attribute("aria-invalid", "true")
-    expect(page.locator("#schedule-fields .field-error")).to_have_count(0)
+    expect(page.locator("#schedule-fields-backup_db .field-error")).to_have_count(0)
 
     # Saved wrong again, then a switch to Daily: no summary naming a field that is gone.
     cron.fill("61 * * * *")

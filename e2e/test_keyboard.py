@@ -74,10 +74,10 @@ def test_weekly_schedule_and_run_now_with_the_keyboard_only(settings_page):
     save = block.get_by_role("button", name="Save schedule")
     press_until_focused(page, save)
     page.keyboard.press("Enter")
-    summary = block.get_by_role("alert").filter(has_text="The schedule was not saved")
+    summary = block.get_by_role("alert").filter(has_text="The Database backup schedule was not saved")
     expect(summary).to_be_focused()
     assert_focus_in_schedule_block(page)
-    expect(alerts(page)).to_contain_text("The schedule was not saved")
+    expect(alerts(page)).to_contain_text("The Database backup schedule was not saved")
     expect(time_of_day).to_have_value("03:15")  # kept
 
     # Its link leads to the weekdays.
@@ -103,7 +103,7 @@ def test_weekly_schedule_and_run_now_with_the_keyboard_only(settings_page):
 
     press_until_focused(page, save)
     page.keyboard.press("Enter")
-    expect(toasts(page)).to_contain_text("Schedule saved: Every Monday and Thursday at 03:15.")
+    expect(toasts(page)).to_contain_text("Database backup schedule saved: Every Monday and Thursday at 03:15.")
     expect(status_value(page, "Schedule")).to_have_text("Every Monday and Thursday at 03:15")
     expect(save).to_be_focused()  # the form was swapped; htmx keeps the focus on its button
     assert_focus_in_schedule_block(page)

@@ -107,7 +107,7 @@ def test_step_03_every_1_hour(settings_page):
 
     choose_strategy(page, "Every N hours")
 
-    fields = page.locator("#schedule-fields")
+    fields = page.locator("#schedule-fields-backup_db")
     expect(fields.get_by_role("spinbutton", name="Every N hours")).to_be_visible()
     expect(fields.get_by_label("Time of day")).to_have_count(0)
     expect(fields.get_by_label("Cron expression")).to_have_count(0)
@@ -117,7 +117,7 @@ def test_step_03_every_1_hour(settings_page):
     saved_at = datetime.now(ZONE)
     page.get_by_role("button", name="Save schedule").click()
 
-    expect(toasts(page)).to_contain_text("Schedule saved: Every hour.")
+    expect(toasts(page)).to_contain_text("Database backup schedule saved: Every hour.")
     next_run = status_value(page, "Next run")
     expect(next_run).to_contain_text(re.compile(r"in (1 h|59 min)\)"))
     expect(next_run).to_contain_text(ZONE_ABBREVIATION)
@@ -135,7 +135,7 @@ def test_step_04_daily_at_a_near_time(settings_page):
     page.get_by_label("Time of day").fill(target.strftime("%H:%M"))
     page.get_by_role("button", name="Save schedule").click()
 
-    expect(toasts(page)).to_contain_text(f"Schedule saved: Every day at {target:%H:%M}.")
+    expect(toasts(page)).to_contain_text(f"Database backup schedule saved: Every day at {target:%H:%M}.")
     next_run = status_value(page, "Next run")
     # Between one and two minutes ahead: "in 2 min", or "in 1 min" late in the current minute.
     expect(next_run).to_contain_text(re.compile(rf"{target:%Y-%m-%d %H:%M} CES?T\s+\(in [12] min\)"))
@@ -196,7 +196,7 @@ def test_step_06_wait_for_a_scheduled_run(settings_page, live_server):
     choose_strategy(page, "Cron expression")
     page.get_by_label("Cron expression").press_sequentially("* * * * *")
 
-    preview = page.locator("#schedule-preview")
+    preview = page.locator("#schedule-preview-backup_db")
     expect(preview).to_contain_text("Every minute")
     upcoming = preview.get_by_role("listitem")
     expect(upcoming).to_have_count(5)
@@ -205,7 +205,7 @@ def test_step_06_wait_for_a_scheduled_run(settings_page, live_server):
     # The first is the next full minute (a boundary may have passed since the help was drawn).
     assert timedelta(seconds=-10) < moments[0] - datetime.now(ZONE) <= timedelta(minutes=1, seconds=5)
     page.get_by_role("button", name="Save schedule").click()
-    expect(toasts(page)).to_contain_text("Schedule saved: Every minute.")
+    expect(toasts(page)).to_contain_text("Database backup schedule saved: Every minute.")
 
     # The one real-minute wait of this step: the next full minute (the one after, when the
     # leader applies the schedule, ~2 s, only after the boundary), the backup and a status
@@ -242,7 +242,7 @@ def test_step_07_weekly(settings_page):
     page.get_by_label("Time of day").fill("03:15")
     page.get_by_role("button", name="Save schedule").click()
 
-    expect(toasts(page)).to_contain_text("Schedule saved: Every Monday and Thursday at 03:15.")
+    expect(toasts(page)).to_contain_text("Database backup schedule saved: Every Monday and Thursday at 03:15.")
     expect(status_value(page, "Schedule")).to_have_text("Every Monday and Thursday at 03:15")
     next_run = status_value(page, "Next run")
     expected = next_weekly_run(now_local(), {0, 3}, 3, 15)
@@ -259,18 +259,18 @@ def test_step_08_invalid_cron(live_server, page):
     choose_strategy(page, "Cron expression")
     cron = page.get_by_label("Cron expression")
     cron.press_sequentially("61 * * * *")
-    expect(page.locator("#schedule-preview")).to_contain_text("Invalid minute field '61'")
+    expect(page.locator("#schedule-preview-backup_db")).to_contain_text("Invalid minute field '61'")
 
     page.get_by_role("button", name="Save schedule").click()
 
     message = re.compile(r"Invalid minute field '61'")
     expect(cron).to_have_attribute("aria-invalid", "true")
     expect(cron).to_have_accessible_description(message)  # the error next to the field, tied to it
-    summary = schedule_block(page).get_by_role("alert").filter(has_text="The schedule was not saved")
+    summary = schedule_block(page).get_by_role("alert").filter(has_text="The Database backup schedule was not saved")
     expect(summary.get_by_role("link", name=message)).to_have_attribute("href", "#cron")
     assert summary.bounding_box()["y"] < cron.bounding_box()["y"], "the summary is above the form's fields"
     expect(cron).to_have_value("61 * * * *")
-    expect(alerts(page)).to_contain_text("The schedule was not saved")
+    expect(alerts(page)).to_contain_text("The Database backup schedule was not saved")
     expect(status_value(page, "Schedule")).to_have_text("Every Monday and Thursday at 03:15")
     assert saved_schedule(live_server)["mode"] == "weekly"  # nothing was saved
     assert unexpected_console_errors(page) == []
@@ -289,7 +289,7 @@ def test_step_09_disabled(live_server, page):
     choose_strategy(page, "Disabled")
     page.get_by_role("button", name="Save schedule").click()
 
-    expect(toasts(page)).to_contain_text("Schedule saved")
+    expect(toasts(page)).to_contain_text("Database backup schedule saved")
     expect(status_value(page, "Next run")).to_have_text("None (schedule disabled)")
     wait_until_applied(live_server)
     assert run_history(live_server) == []

@@ -38,7 +38,7 @@ def test_daily_schedule_is_saved_without_javascript(live_server, new_context):
     page.get_by_role("button", name="Save schedule").click()
 
     assert page.url == live_server.url + "/settings"  # redirected after the POST
-    expect(toasts(page)).to_contain_text("Schedule saved: Every day at 07:30.")
+    expect(toasts(page)).to_contain_text("Database backup schedule saved: Every day at 07:30.")
     expect(page.get_by_label("Strategy")).to_have_value("daily")
     expect(page.get_by_label("Time of day")).to_have_value("07:30")
     expect(status_value(page, "Schedule")).to_have_text("Every day at 07:30")
@@ -66,7 +66,7 @@ def test_cron_preview_describes_the_expression_and_its_next_five_runs_as_you_typ
     page = settings_page
     choose_strategy(page, "Cron expression")
     cron = page.get_by_label("Cron expression")
-    preview = page.locator("#schedule-preview")
+    preview = page.locator("#schedule-preview-backup_db")
 
     cron.press_sequentially("30 2 * * 1-5")
 
@@ -125,7 +125,7 @@ def test_screenshots_of_success_and_error_at_desktop_and_phone_widths(live_serve
     page.get_by_role("checkbox", name="Thursday").check()
     page.get_by_label("Time of day").fill("03:15")
     page.get_by_role("button", name="Save schedule").click()
-    expect(toasts(page)).to_contain_text("Schedule saved")
+    expect(toasts(page)).to_contain_text("Database backup schedule saved")
     page.get_by_role("button", name="Run backup now").click()
     expect(status_value(page, "Last result")).to_contain_text("Success", timeout=10_000)
     expect(toasts(page)).to_contain_text("Backup finished")
@@ -141,7 +141,7 @@ def test_screenshots_of_success_and_error_at_desktop_and_phone_widths(live_serve
     choose_strategy(page, "Cron expression")
     page.get_by_label("Cron expression").fill("61 * * * *")
     page.get_by_role("button", name="Save schedule").click()
-    expect(alerts(page)).to_contain_text("The schedule was not saved")
+    expect(alerts(page)).to_contain_text("The Database backup schedule was not saved")
     expect(schedule_block(page).get_by_role("alert")).to_contain_text("Invalid minute field")
     assert_no_horizontal_scroll(page)
     screenshot(page, folder, f"settings-error-{PHONE}")
@@ -166,13 +166,13 @@ def test_a_server_that_stops_answering_is_reported_once_not_silently(settings_pa
     page.wait_for_timeout(7_000)  # two more failed polls must not stack more messages
     expect(alert).to_have_count(1)
     live_server.start()
-    expect(page.locator("#schedule-status")).to_be_visible()
+    expect(page.locator("#status-backup_db")).to_be_visible()
 
 
 def test_weekly_preview_follows_the_ticked_days_and_time_before_saving(settings_page):
     page = settings_page
     choose_strategy(page, "Weekly")
-    preview = page.locator("#schedule-preview")
+    preview = page.locator("#schedule-preview-backup_db")
     expect(preview).to_contain_text("Choose at least one weekday.")
 
     page.get_by_label("Thursday").check()

@@ -103,6 +103,7 @@ def register_builtin_tasks() -> dict[str, Task]:
             lock=_backup_lock,
             body=_backup_db,
             recover=_backup_recover,
+            run_hint="The same as “Backup DB now”: a manual backup, run in the background.",
         )
     )
     register(

@@ -45,6 +45,7 @@ class Task:
     lock: Callable[[Mapping], FileLock]
     body: Callable[[TaskContext], dict]
     recover: Callable[[Mapping], object] = lambda config: None
+    run_hint: str = ""  # shown under the section's "Run ... now" button
 
     @property
     def busy_message(self) -> str:

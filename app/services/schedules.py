@@ -19,7 +19,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from app.db import Database
 from app.models import ScheduleConfig, ScheduleNotice, utcnow
 from app.services.cron_description import describe_crontab
-from app.services.crontab import CrontabError, CrontabTrigger, parse_crontab
+from app.services.crontab import NEVER_RUNS, CrontabError, CrontabTrigger, parse_crontab
 
 MODES = {
     "disabled": "Disabled",
@@ -243,3 +243,22 @@ def save_schedule(db: Database, task_id: str, schedule: Schedule) -> ScheduleCon
         if notice is not None:
             session.delete(notice)
     return row
+
+
+PREVIEW_COUNT = 5
+
+
+def preview(schedule: Schedule, timezone: str, now: datetime) -> dict:
+    """What an unsaved schedule means: its description and next runs, or why it never runs.
+
+    ``refresh_after`` is when the list must be asked for again (its first run has passed).
+    """
+    trigger = build_trigger(schedule, timezone)
+    if schedule.mode == "interval":
+        # Elapsed time from the save: the real next run is the status's, not a guess from now.
+        return {"error": None, "description": describe(schedule), "upcoming": []}
+    upcoming = next_fire_times(trigger, PREVIEW_COUNT, now)
+    if not upcoming:
+        return {"error": NEVER_RUNS, "description": None, "upcoming": []}
+    refresh_after = min(int((upcoming[0] - now).total_seconds()) + 2, 24 * 3600)
+    return {"error": None, "description": describe(schedule), "upcoming": upcoming, "refresh_after": refresh_after}

@@ -159,3 +159,27 @@ def task_health(
         stale_after=None if period is None else 2 * period,
     )
     return health, (row.updated_at if row is not None else None)
+
+
+def finished_since(db: Database, after: int, watched: set[int]) -> list[JobRun]:
+    """Runs that finished since a page last looked: newer than ``after``, or ``watched`` while running."""
+    return [run for run in runs.runs_after(db, after, also=watched) if run.status not in ("running",)]
+
+
+def poll_cursor(db: Database, after: int, finished: list[JobRun]) -> tuple[int, list[int]]:
+    """What the next poll sends back: the newest run id seen, and the runs still going."""
+    newest = max([after, *(run.id for run in finished)])
+    running = runs.running_runs(db)
+    newest = max([newest, *(run.id for run in running)])
+    return newest, [run.id for run in running]
+
+
+def announcement(task: Task, run: JobRun) -> tuple[str, str]:
+    """The toast for a finished run: (category, text), in the task's own words."""
+    what = "Restore" if run.trigger == "restore" else task.noun.capitalize()
+    if run.status == "success":
+        result = run.file or ""
+        if run.detail:
+            result = f"{result}. {run.detail}" if result else run.detail
+        return "success", f"{what} finished: {result}".rstrip(": ")
+    return "error", f"{what} {run.status}: {run.error or ''}".rstrip(": ")

@@ -5,8 +5,8 @@ from flask import Flask
 
 def init_app(app: Flask) -> None:
     """Register the settings blueprint."""
-    from app.settings import notifications
-    from app.settings.routes import bp
+    from app.settings import notifications, routes, schedule  # noqa: F401 - each registers its routes on bp
+    from app.settings.pages import bp
 
     app.register_blueprint(bp)
     app.context_processor(lambda: {"notifications_block": notifications.notifications_block})

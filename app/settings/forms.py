@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 from werkzeug.datastructures import FileStorage, MultiDict
 from wtforms import FileField, Form, SelectChoice, SelectField, SelectMultipleField, StringField, ValidationError
+from wtforms.meta import DefaultMeta
 from wtforms.widgets import CheckboxInput, ListWidget
 
 from app.services.crontab import NEVER_RUNS
@@ -47,8 +48,21 @@ class CheckboxListField(SelectMultipleField):
             raise ValidationError(f"Not a weekday: {names}. Use: {', '.join(valid)}.")
 
 
+class TaskIdMeta(DefaultMeta):
+    """Element ids start with ``id_prefix`` (one form per task on a page); field names do not."""
+
+    id_prefix = ""
+
+    def bind_field(self, form, unbound_field, options):
+        if self.id_prefix:
+            options.setdefault("id", self.id_prefix + options["name"])
+        return unbound_field.bind(form=form, **options)
+
+
 class ScheduleForm(Form):
     """A task's schedule; only the chosen strategy's fields are read and required."""
+
+    Meta = TaskIdMeta
 
     mode = SelectField("Strategy", choices=[SelectChoice(v, label) for v, label in MODES.items()], default="disabled")
     time = StringField("Time of day", default="02:00")
@@ -131,9 +145,14 @@ class ScheduleForm(Form):
         ).normalized()
 
     @classmethod
-    def from_schedule(cls, schedule: Schedule) -> ScheduleForm:
+    def for_task(cls, task_id: str, formdata=None) -> ScheduleForm:
+        """The form of one task's section: its element ids start with the task id."""
+        return cls(formdata, meta={"id_prefix": f"{task_id}-"})
+
+    @classmethod
+    def from_schedule(cls, schedule: Schedule, task_id: str | None = None) -> ScheduleForm:
         """A form filled with a saved schedule (other fields keep their defaults)."""
-        form = cls()
+        form = cls.for_task(task_id) if task_id else cls()
         form.mode.data = schedule.mode
         if schedule.time:
             form.time.data = schedule.time

@@ -8,7 +8,7 @@ from app.extensions import get_db
 from app.services.notification_settings import load_config, public_view, save_config
 from app.services.notifications import send_test
 from app.settings.notification_form import NotificationsForm
-from app.settings.routes import PAGE_NEEDS, _context, bp
+from app.settings.pages import PAGE_NEEDS, bp, page_context
 from app.web import is_htmx
 
 PARTIAL = "settings/_notifications.html"
@@ -31,7 +31,7 @@ def _answer(block: dict, status: int = 200, toast: tuple[str, str] | None = None
         body = render_template(PARTIAL, notify=block) + render_template("_oob_toast.html", toast=toast)
         return current_app.response_class(body, status=status)
     if status >= 400 or block["test_results"] is not None:
-        return render_template("settings/index.html", notify=block, toast=toast, **_context(PAGE_NEEDS)), status
+        return render_template("settings/index.html", notify=block, toast=toast, **page_context(PAGE_NEEDS)), status
     if toast:
         flash(toast[1], toast[0])
     return redirect(url_for("settings.index", _anchor="notifications-block"))

@@ -116,57 +116,38 @@
       event.preventDefault();
       return;
     }
-    const runNow = element.querySelector && element.querySelector("#run-now[aria-disabled='true']");
+    // A run-now button the server marked busy: say so instead of asking again.
+    const runNow = element.querySelector && element.querySelector("[data-run-now][aria-disabled='true']");
     if (runNow) {
       event.preventDefault();
-      toast("A backup is already running.", "error", "backup-run");
+      toast(runNow.dataset.busyMessage, "error", "run-" + runNow.id.replace(/^run-now-/, ""));
     }
   });
 
   function refreshStatus() {
-    const status = document.getElementById("schedule-status");
-    if (status && !pollingPaused(status) && window.htmx) window.htmx.trigger(status, "refresh");
+    const poll = document.getElementById("schedule-poll");
+    if (poll && !pollingPaused(poll) && window.htmx) window.htmx.trigger(poll, "refresh");
   }
   document.addEventListener("visibilitychange", refreshStatus);
   document.addEventListener("toggle", refreshStatus, true);
 
-  // When the status region shows a new finished run, refresh the lists and announce it.
-  // Both backup buttons start a run in the background: its outcome replaces "Backup started".
-  let lastRun = null;
-
-  function followStatus(status) {
-    const running = status.dataset.running === "true";
-    const runNow = document.getElementById("run-now");
-    if (runNow) {
-      if (running) runNow.setAttribute("aria-disabled", "true");
-      else runNow.removeAttribute("aria-disabled");
-    }
-    const current = status.dataset.lastRun || "";
-    if (lastRun !== null && current !== lastRun) {
-      document.body.dispatchEvent(new CustomEvent("history-changed"));
-      document.body.dispatchEvent(new CustomEvent("backups-changed"));
-      const category = status.dataset.lastStatus === "success" ? "success" : "error";
-      toast(status.dataset.lastResult, category, "backup-run");
-    }
-    lastRun = current;
-  }
-
   // When polls fail the status is not known: say so instead of showing the last answer as current.
   function markStatusStale() {
-    const status = document.getElementById("schedule-status");
-    if (!status || status.classList.contains("stale")) return;
-    status.classList.add("stale");
-    const scheduler = status.querySelector("[data-scheduler-state]");
-    if (!scheduler) return;
-    const badge = document.createElement("span");
-    badge.className = "badge warn";
-    badge.textContent = "Unknown";
-    scheduler.replaceChildren(badge, " the server cannot be reached; the values below may be out of date.");
+    document.querySelectorAll("section.status").forEach(function (status) {
+      if (status.classList.contains("stale")) return;
+      status.classList.add("stale");
+      const scheduler = status.querySelector("[data-scheduler-state]");
+      if (!scheduler) return;
+      const badge = document.createElement("span");
+      badge.className = "badge warn";
+      badge.textContent = "Unknown";
+      scheduler.replaceChildren(badge, " the server cannot be reached; the values below may be out of date.");
+    });
   }
 
   function isStatusRequest(event) {
     const element = event.detail.elt;
-    return element && element.id === "schedule-status";
+    return element && element.id === "schedule-poll";
   }
 
   // Errors htmx does not swap (5xx, lost connection) still get a message, once.
@@ -192,9 +173,7 @@
   document.addEventListener("htmx:afterSettle", function (event) {
     const target = event.detail.elt;
     armToasts(document);
-    const status = document.getElementById("schedule-status");
-    if (status) followStatus(status);
-    if (status && isStatusRequest(event)) removeToasts("connection");
+    if (isStatusRequest(event)) removeToasts("connection");
     pruneErrorSummaries();
     const summary = target && target.querySelector && target.querySelector(".error-summary");
     if (summary) summary.focus();
@@ -206,9 +185,5 @@
     }
   });
 
-  document.addEventListener("DOMContentLoaded", function () {
-    armToasts(document);
-    const status = document.getElementById("schedule-status");
-    if (status) followStatus(status);
-  });
+  document.addEventListener("DOMContentLoaded", function () { armToasts(document); });
 })();

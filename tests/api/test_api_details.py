@@ -120,6 +120,6 @@ def test_an_sqlite_with_the_fix_shows_its_version_without_a_warning(client, monk
 
 
 def test_the_html_form_refuses_every_hours_in_other_digits_too(client, db):
-    response = client.post("/settings/schedule", data={"mode": "interval", "every_hours": "\u0666"})
+    response = client.post("/settings/schedule/backup_db", data={"mode": "interval", "every_hours": "\u0666"})
     assert response.status_code == 422
     assert load_schedule(db, "backup_db")[1] is None

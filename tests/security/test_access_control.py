@@ -21,6 +21,7 @@ URL_VALUES = {
     "name": "backup-20260101T000000.000000Z-manual.sqlite3",
     "run_id": 1,
     "filename": "css/app.css",
+    "task_id": "backup_db",
 }
 WRONG_AUTHORIZATIONS = [
     "Bearer wrong-token-wrong-token-wrong",
@@ -80,7 +81,7 @@ def test_the_walk_covers_the_pages_the_api_and_the_three_public_routes(secure_ap
     public = {path for _, path in every_request(secure_app, public=True)}
 
     assert public == {"/login", "/healthz", "/static/css/app.css"}
-    assert {"/", "/settings", "/settings/backups", "/settings/schedule", "/logout"} <= protected
+    assert {"/", "/settings", "/settings/backups", "/settings/schedule/backup_db", "/logout"} <= protected
     assert {"/api/v1/settings/backup-db", "/api/v1/settings/scheduler/backup"} <= protected
 
 

@@ -259,7 +259,7 @@ def test_the_html_form_answers_200_or_422_and_shows_input_only_escaped(app, payl
     client = app.test_client()
     before = stored(app)
 
-    response = client.post("/settings/schedule", data=form_data(payload), headers={"HX-Request": "true"})
+    response = client.post("/settings/schedule/backup_db", data=form_data(payload), headers={"HX-Request": "true"})
     body = response.get_data(as_text=True)
     event(f"status {response.status_code}")
 
@@ -276,7 +276,7 @@ def test_a_refused_value_comes_back_exactly_as_typed_inside_its_field(app, field
     client = app.test_client()
 
     response = client.post(
-        "/settings/schedule", data={"mode": mode, field: "\x01" + text}, headers={"HX-Request": "true"}
+        "/settings/schedule/backup_db", data={"mode": mode, field: "\x01" + text}, headers={"HX-Request": "true"}
     )
 
     assert response.status_code == 422
@@ -294,7 +294,10 @@ def test_a_refused_value_comes_back_exactly_as_typed_inside_its_field(app, field
 
 @pytest.mark.slow
 @examples(100)
-@given(pairs=query_pairs, path=st.sampled_from(["/settings/schedule/preview", "/settings/schedule/fields"]))
+@given(
+    pairs=query_pairs,
+    path=st.sampled_from(["/settings/schedule/backup_db/preview", "/settings/schedule/backup_db/fields"]),
+)
 def test_the_preview_and_fields_partials_answer_200_and_escape_any_query(app, pairs, path):
     response = app.test_client().get(path, query_string=MultiDict(pairs), headers={"HX-Request": "true"})
 
@@ -303,7 +306,10 @@ def test_the_preview_and_fields_partials_answer_200_and_escape_any_query(app, pa
 
 
 @examples(60)
-@given(query=raw_query_strings, path=st.sampled_from(["/settings/schedule/preview", "/settings/schedule/fields"]))
+@given(
+    query=raw_query_strings,
+    path=st.sampled_from(["/settings/schedule/backup_db/preview", "/settings/schedule/backup_db/fields"]),
+)
 def test_the_preview_and_fields_partials_survive_raw_and_badly_encoded_query_strings(app, query, path):
     response = app.test_client().get(f"{path}?{query}&cron=%ff%fe{quote(SCRIPT)}&mode=cron")
 
@@ -311,7 +317,7 @@ def test_the_preview_and_fields_partials_survive_raw_and_badly_encoded_query_str
     assert markup_problems(response.get_data(as_text=True)) == []
 
 
-@pytest.mark.parametrize("path", ["/settings/schedule/preview", "/settings/schedule/fields"])
+@pytest.mark.parametrize("path", ["/settings/schedule/backup_db/preview", "/settings/schedule/backup_db/fields"])
 def test_a_script_in_the_cron_preview_is_shown_escaped(client, path):
     response = client.get(path, query_string={"mode": "cron", "cron": SCRIPT}, headers={"HX-Request": "true"})
     body = response.get_data(as_text=True)

@@ -64,8 +64,8 @@ def make_backup(app, client) -> str:
 # Each state-changing form: its URL and the fields a browser sends.
 FORMS = {
     "backup now": ("/settings/backups", {}),
-    "save schedule": ("/settings/schedule", {"mode": "interval", "every_hours": "6"}),
-    "run backup now": ("/settings/schedule/run", {}),
+    "save schedule": ("/settings/schedule/backup_db", {"mode": "interval", "every_hours": "6"}),
+    "run backup now": ("/settings/schedule/backup_db/run", {}),
     "delete backup": ("/settings/backups/{name}/delete", {}),
 }
 
@@ -293,7 +293,7 @@ def test_every_kind_of_answer_carries_the_security_headers(csrf_app, logged_in, 
         "wrong password page": anonymous.post("/login", data={"password": "x"}),
         "htmx partial": logged_in.get("/settings/schedule/status", headers={"HX-Request": "true"}),
         "422 form partial": logged_in.post(
-            "/settings/schedule",
+            "/settings/schedule/backup_db",
             data={"mode": "cron", "cron": "nope"},
             headers={"HX-Request": "true", "X-CSRFToken": logged_in.csrf_token},
         ),
@@ -330,9 +330,9 @@ def test_the_pages_use_no_inline_script_style_or_event_handler_the_policy_would_
         "settings": logged_in.get("/settings"),
         "login": csrf_app.test_client().get("/login"),
         "confirm delete": logged_in.get(f"/settings/backups/{name}/delete"),
-        "cron form": logged_in.get("/settings/schedule/fields?mode=cron&cron=*/5+*+*+*+*"),
-        "weekly form": logged_in.get("/settings/schedule/fields?mode=weekly"),
-        "history": logged_in.get("/settings/schedule/history"),
+        "cron form": logged_in.get("/settings/schedule/backup_db/fields?mode=cron&cron=*/5+*+*+*+*"),
+        "weekly form": logged_in.get("/settings/schedule/backup_db/fields?mode=weekly"),
+        "history": logged_in.get("/settings/schedule/backup_db/history"),
     }
     problems = []
 

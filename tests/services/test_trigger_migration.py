@@ -93,7 +93,7 @@ def test_old_or_trigger_still_unpickles_and_is_replaced_with_a_notice_of_the_new
     assert notice.before != notice.after
 
     status = parse(client.get("/settings/schedule/status").get_data(as_text=True))
-    shown = status.by_id("schedule-notice")
+    shown = status.by_id("schedule-notice-backup_db")
     assert "Debian" in shown.text
     assert len(shown.find_all("time")) == 10
     api = client.get("/api/v1/settings/scheduler").get_json()

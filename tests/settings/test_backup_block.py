@@ -37,7 +37,7 @@ def test_backup_now_with_htmx_starts_a_background_run_and_toasts_that_it_started
     toast = oob_toast(fragment, "toasts")
     assert "Backup started" in toast.text
     assert oob_toast(fragment, "alerts") is None
-    assert response.headers["HX-Trigger"] == "backup-started"
+    assert response.headers["HX-Trigger"] == "run-started"
     wait_for_runs_to_finish(app)
     (path,) = backup_files(app)
     assert path.stat().st_size > 0

@@ -40,12 +40,12 @@ def api_backup(client) -> str:
 
 
 def test_toasts_name_the_form_they_answer_so_a_new_outcome_replaces_the_old_one_1(client, db):
-    invalid = client.post("/settings/schedule", data={"mode": "weekly", "time": "03:00"}, headers=HX)
-    valid = client.post("/settings/schedule", data={"mode": "interval", "every_hours": "6"}, headers=HX)
+    invalid = client.post("/settings/schedule/backup_db", data={"mode": "weekly", "time": "03:00"}, headers=HX)
+    valid = client.post("/settings/schedule/backup_db", data={"mode": "interval", "every_hours": "6"}, headers=HX)
 
     error = oob_toast(parse(invalid.get_data(as_text=True)), "alerts").find(class_="toast")
     success = oob_toast(parse(valid.get_data(as_text=True)), "toasts").find(class_="toast")
-    assert error.attrs.get("data-source") == success.attrs.get("data-source") == "schedule-form"
+    assert error.attrs.get("data-source") == success.attrs.get("data-source") == "schedule-form-backup_db"
     assert "fields marked below" not in error.text  # the toasts sit above the form, not below it
 
 
@@ -87,7 +87,7 @@ def test_after_deleting_the_last_backup_the_empty_message_takes_focus_4(app, cli
 
 
 def test_without_javascript_a_flashed_message_can_be_dismissed_by_a_link_5(client):
-    client.post("/settings/schedule", data={"mode": "interval", "every_hours": "6"})
+    client.post("/settings/schedule/backup_db", data={"mode": "interval", "every_hours": "6"})
     document = page(client)
 
     toast = document.by_id("toasts").find(class_="toast")
@@ -100,7 +100,7 @@ def test_without_javascript_a_running_backup_page_refreshes_itself_and_offers_a_
     text = client.get("/settings").get_data(as_text=True)
 
     assert '<noscript><meta http-equiv="refresh" content="3"></noscript>' in text
-    status = parse(text).by_id("schedule-status")
+    status = parse(text).by_id("status-backup_db")
     assert any(a.attrs.get("href") == "/settings" for a in status.find_all("a"))
 
 
@@ -136,7 +136,7 @@ def test_history_links_files_that_exist_and_marks_deleted_ones_8(app, client, db
     kept, gone = api_backup(client), api_backup(client)
     client.post(f"/settings/backups/{gone}/delete", headers=HX)
 
-    history = parse(client.get("/settings/schedule/history", headers=HX).get_data(as_text=True))
+    history = parse(client.get("/settings/schedule/backup_db/history", headers=HX).get_data(as_text=True))
 
     links = {a.attrs["href"] for a in history.find_all("a")}
     assert f"/settings/backups/{kept}" in links
@@ -150,7 +150,9 @@ def test_history_links_files_that_exist_and_marks_deleted_ones_8(app, client, db
 
 def test_one_run_is_the_last_run_not_the_last_1_runs_9(client, db):
     add_run(db, finished_at=utcnow())
-    caption = parse(client.get("/settings/schedule/history", headers=HX).get_data(as_text=True)).find("caption")
+    caption = parse(client.get("/settings/schedule/backup_db/history", headers=HX).get_data(as_text=True)).find(
+        "caption"
+    )
     assert caption.text == "The last run"
 
 
@@ -166,13 +168,13 @@ def test_relative_time_says_seconds_under_a_minute_and_never_rounds_up_9(seconds
 def test_the_dst_hint_is_shown_only_for_zones_with_daylight_saving_9(make_app):
     for zone, shown in (("UTC", False), ("Asia/Tokyo", False), ("Europe/Berlin", True)):
         client = make_app(SCHEDULER_TIMEZONE=zone).test_client()
-        fields = parse(client.get("/settings/schedule/fields?mode=daily", headers=HX).get_data(as_text=True))
+        fields = parse(client.get("/settings/schedule/backup_db/fields?mode=daily", headers=HX).get_data(as_text=True))
         assert ("when they go back" in fields.text) is shown, zone
 
 
 def test_the_time_field_is_24_hour_text_not_a_locale_time_picker_9(client):
-    fields = parse(client.get("/settings/schedule/fields?mode=daily", headers=HX).get_data(as_text=True))
-    time_input = fields.by_id("time")
+    fields = parse(client.get("/settings/schedule/backup_db/fields?mode=daily", headers=HX).get_data(as_text=True))
+    time_input = fields.by_id("backup_db-time")
     assert time_input.attrs["type"] == "text"
     assert time_input.attrs.get("placeholder") == "HH:MM"
     assert "24-hour" in fields.text
@@ -180,15 +182,15 @@ def test_the_time_field_is_24_hour_text_not_a_locale_time_picker_9(client):
 
 def test_the_preview_refreshes_itself_when_its_first_listed_run_has_passed_9(client):
     now = datetime.now(UTC)
-    preview = parse(client.get("/settings/schedule/preview?mode=cron&cron=*+*+*+*+*").get_data(as_text=True))
-    region = preview.by_id("schedule-preview")
+    preview = parse(client.get("/settings/schedule/backup_db/preview?mode=cron&cron=*+*+*+*+*").get_data(as_text=True))
+    region = preview.by_id("schedule-preview-backup_db")
 
     first = datetime.fromisoformat(region.find("time").attrs["datetime"])
     trigger = region.attrs.get("hx-trigger", "")
     assert trigger.startswith("load delay:")
     delay = float(trigger.removeprefix("load delay:").removesuffix("s"))
     assert (first - now).total_seconds() <= delay <= (first - now).total_seconds() + 3
-    assert region.attrs.get("hx-get", "").startswith("/settings/schedule/preview")
+    assert region.attrs.get("hx-get", "").startswith("/settings/schedule/backup_db/preview")
 
 
 # --- [10] both backup buttons behave alike --------------------------------------------------------
@@ -200,14 +202,14 @@ def test_backup_db_now_starts_a_background_run_like_run_backup_now_10(app, clien
     assert response.status_code == 202
     toast = parse(response.get_data(as_text=True)).find(class_="toast")
     assert "Backup started" in toast.text
-    assert toast.attrs.get("data-source") == "backup-run"
-    assert "backup-started" in response.headers.get("HX-Trigger", "")
+    assert toast.attrs.get("data-source") == "run-backup_db"
+    assert "run-started" in response.headers.get("HX-Trigger", "")
     run = wait_for(lambda: (r := db_latest(db)) and r.status != "running" and r, 10)
     assert run.status == "success" and run.trigger == "manual"
 
-    answer = client.post("/settings/schedule/run", headers=HX)
+    answer = client.post("/settings/schedule/backup_db/run", headers=HX)
     assert answer.status_code == 202
-    assert parse(answer.get_data(as_text=True)).find(class_="toast").attrs.get("data-source") == "backup-run"
+    assert parse(answer.get_data(as_text=True)).find(class_="toast").attrs.get("data-source") == "run-backup_db"
     wait_for(lambda: db_latest(db).status != "running", 10)
 
 

@@ -36,14 +36,15 @@ def test_settings_page_shows_the_contract_headings_strategy_select_buttons_and_s
     headings = [heading.text for heading in page.find_all("h2")]
     assert "Database backup" in headings
     assert "Schedule" in headings
-    assert page.find("label", for_="mode").text == "Strategy"
-    select = page.by_id("mode")
+    assert page.find("label", for_="backup_db-mode").text == "Strategy"
+    assert page.find("label", for_="verify_backups-mode").text == "Strategy"
+    select = page.by_id("backup_db-mode")
     assert select.tag == "select"
     assert [option.text for option in select.find_all("option")] == STRATEGIES
     buttons = [button.text for button in page.find_all("button")]
     for label in ("Save schedule", "Run backup now", "Backup DB now"):
         assert label in buttons
-    terms = [term.text for term in page.by_id("schedule-status").find_all("dt")]
+    terms = [term.text for term in page.by_id("status-backup_db").find_all("dt")]
     for label in ("Last run", "Last result", "Next run"):
         assert label in terms
 
@@ -52,7 +53,7 @@ REQUESTS = {
     "page": ("GET", "/settings", {}),
     "redirect": ("GET", "/", {}),
     "partial": ("GET", "/settings/schedule/status", {"headers": HTMX}),
-    "form-error": ("POST", "/settings/schedule", {"headers": HTMX, "data": {"mode": "cron", "cron": "x"}}),
+    "form-error": ("POST", "/settings/schedule/backup_db", {"headers": HTMX, "data": {"mode": "cron", "cron": "x"}}),
     "not-found": ("GET", "/settings/no-such-page", {}),
     "api": ("GET", "/api/v1/settings/scheduler", {}),
     "api-error": ("POST", "/api/v1/settings/scheduler/backup", {"json": []}),
@@ -93,22 +94,24 @@ def inline_code(markup: str) -> list[str]:
 def test_no_page_or_fragment_contains_inline_scripts_handlers_or_styles(app, client, db):
     # Fill every region (a backup, a cron schedule, a running run) so all branches render.
     client.post("/api/v1/settings/backup-db")
-    client.post("/settings/schedule", data={"mode": "cron", "cron": "30 2 * * 1-5"})
+    client.post("/settings/schedule/backup_db", data={"mode": "cron", "cron": "30 2 * * 1-5"})
     with db.writer() as session:
         session.add(JobRun(task="backup_db", trigger="manual", status="running", pid=os.getpid(), phase="copying"))
     name = os.listdir(app.config["BACKUPS_DIR"])[0]
 
     answers = {
         "page": client.get("/settings"),
-        "page with form errors": client.post("/settings/schedule", data={"mode": "daily", "time": "24:00"}),
+        "page with form errors": client.post("/settings/schedule/backup_db", data={"mode": "daily", "time": "24:00"}),
         "confirm delete": client.get(f"/settings/backups/{name}/delete"),
-        "fields page": client.get("/settings/schedule/fields?mode=weekly"),
+        "fields page": client.get("/settings/schedule/backup_db/fields?mode=weekly"),
         "backups partial": client.get("/settings/backups", headers=HTMX),
         "status partial": client.get("/settings/schedule/status", headers=HTMX),
-        "history partial": client.get("/settings/schedule/history", headers=HTMX),
-        "cron fields partial": client.get("/settings/schedule/fields?mode=cron&cron=5+4+*+*+*", headers=HTMX),
-        "cron preview": client.get("/settings/schedule/preview?mode=cron&cron=5+4+*+*+*"),
-        "form error partial": client.post("/settings/schedule", data={"mode": "cron", "cron": "61"}, headers=HTMX),
+        "history partial": client.get("/settings/schedule/backup_db/history", headers=HTMX),
+        "cron fields partial": client.get("/settings/schedule/backup_db/fields?mode=cron&cron=5+4+*+*+*", headers=HTMX),
+        "cron preview": client.get("/settings/schedule/backup_db/preview?mode=cron&cron=5+4+*+*+*"),
+        "form error partial": client.post(
+            "/settings/schedule/backup_db", data={"mode": "cron", "cron": "61"}, headers=HTMX
+        ),
         "toast partial": client.post("/settings/retention", data={"keep_last": "3"}, headers=HTMX),
         "field error toast partial": client.post("/settings/retention", data={"keep_last": "x"}, headers=HTMX),
     }
@@ -126,9 +129,9 @@ def test_inline_code_check_detects_what_it_looks_for():
 
 PARTIALS = {
     "/settings/backups": "backups-block",
-    "/settings/schedule/status": "schedule-status",
-    "/settings/schedule/history": "schedule-history",
-    "/settings/schedule/fields?mode=weekly": "schedule-fields",
+    "/settings/schedule/status": "schedule-poll",
+    "/settings/schedule/backup_db/history": "history-backup_db",
+    "/settings/schedule/backup_db/fields?mode=weekly": "schedule-fields-backup_db",
 }
 
 
@@ -142,7 +145,12 @@ def test_htmx_request_gets_the_region_alone(client, url):
     assert "<html" not in body
     assert fragment.find("main") is None
     assert first_element(fragment).attrs.get("id") == PARTIALS[url]
-    assert len(fragment.elements) == 1
+    # The poll answers every task's status too, out of band (one request for all sections).
+    others = fragment.elements[1:]
+    assert all(element.attrs.get("hx-swap-oob") == "true" for element in others)
+    assert [element.attrs["id"] for element in others] == (
+        ["status-backup_db", "status-verify_backups"] if url == "/settings/schedule/status" else []
+    )
 
 
 @pytest.mark.parametrize("url", PARTIALS)
@@ -155,7 +163,7 @@ def test_plain_request_gets_the_full_page_with_the_region(client, url):
     assert "<html" in body
     assert page.find("main") is not None
     assert page.by_id(PARTIALS[url])
-    assert page.by_id("backups-block") and page.by_id("schedule-form")
+    assert page.by_id("backups-block") and page.by_id("schedule-form-backup_db")
 
 
 def test_history_restore_request_gets_the_full_page(client):
@@ -167,12 +175,16 @@ def test_history_restore_request_gets_the_full_page(client):
 
 
 def test_fields_page_without_htmx_shows_the_chosen_strategy_fields(client):
-    page = parse(client.get("/settings/schedule/fields?mode=weekly").get_data(as_text=True))
+    page = parse(client.get("/settings/schedule/backup_db/fields?mode=weekly").get_data(as_text=True))
 
-    selected = [option.attrs["value"] for option in page.by_id("mode").find_all("option") if "selected" in option.attrs]
+    selected = [
+        option.attrs["value"]
+        for option in page.by_id("backup_db-mode").find_all("option")
+        if "selected" in option.attrs
+    ]
     assert selected == ["weekly"]
-    assert page.by_id("weekdays").tag == "fieldset"
-    assert page.by_id("time").tag == "input"
+    assert page.by_id("backup_db-weekdays").tag == "fieldset"
+    assert page.by_id("backup_db-time").tag == "input"
 
 
 def test_form_posts_need_the_page_csrf_token_which_htmx_sends_as_a_header(make_app, htmx):
@@ -182,11 +194,13 @@ def test_form_posts_need_the_page_csrf_token_which_htmx_sends_as_a_header(make_a
     token = json.loads(page.find("body").attrs["hx-headers"])["X-CSRFToken"]
 
     assert client.post("/settings/backups", headers=htmx).status_code == 400
-    assert client.post("/settings/schedule", data={"mode": "daily", "time": "02:00"}).status_code == 400
+    assert client.post("/settings/schedule/backup_db", data={"mode": "daily", "time": "02:00"}).status_code == 400
     assert client.post("/settings/backups", headers=htmx | {"X-CSRFToken": token}).status_code == 202
     wait_for_runs_to_finish(app)
-    form_token = page.by_id("schedule-form").find("input", name="csrf_token").attrs["value"]
-    response = client.post("/settings/schedule", data={"mode": "daily", "time": "02:00", "csrf_token": form_token})
+    form_token = page.by_id("schedule-form-backup_db").find("input", name="csrf_token").attrs["value"]
+    response = client.post(
+        "/settings/schedule/backup_db", data={"mode": "daily", "time": "02:00", "csrf_token": form_token}
+    )
     assert response.status_code == 302
     # The JSON API is exempt (it checks Sec-Fetch-Site instead).
     assert client.post("/api/v1/settings/backup-db").status_code == 200
