@@ -51,15 +51,20 @@ def schedule_block(page: Page) -> Locator:
 
 
 def backup_block(page: Page) -> Locator:
-    return page.get_by_role("region", name="Database backup")
+    return page.get_by_role("region", name="Database backup", exact=True)
 
 
-def status_region(page: Page) -> Locator:
-    return page.get_by_role("region", name="Status")
+def backup_section(page: Page, title: str = "Database backup") -> Locator:
+    """One task's section of the Schedule block (a group headed by the task's title)."""
+    return page.get_by_role("group", name=title, exact=True)
 
 
-def history_region(page: Page) -> Locator:
-    return page.get_by_role("region", name="Run history")
+def status_region(page: Page, title: str = "Database backup") -> Locator:
+    return page.get_by_role("region", name=f"Status of {title}")
+
+
+def history_region(page: Page, title: str = "Database backup") -> Locator:
+    return page.get_by_role("region", name=f"Run history of {title}")
 
 
 def status_value(page: Page, term: str) -> Locator:
@@ -80,10 +85,10 @@ def alerts(page: Page) -> Locator:
 
 def choose_strategy(page: Page, label: str) -> None:
     """Pick a strategy and wait until htmx has swapped in its fields."""
-    page.get_by_label("Strategy").select_option(label=label)
+    backup_section(page).get_by_label("Strategy").select_option(label=label)
     fields = page.locator("#schedule-fields-backup_db")
     expectations = {
-        "Disabled": fields.get_by_text("Manual backups still work."),
+        "Disabled": fields.get_by_text("a backup still runs when started by hand."),
         "Daily": fields.get_by_label("Time of day"),
         "Weekly": fields.get_by_role("group", name="Weekdays"),
         "Cron expression": fields.get_by_label("Cron expression"),

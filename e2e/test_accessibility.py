@@ -19,6 +19,7 @@ from app import create_app
 from app.services.runner import claim_task, complete_task
 from e2e.support import (
     alerts,
+    backup_section,
     choose_strategy,
     history_region,
     make_backup,
@@ -88,7 +89,7 @@ def test_each_strategy_has_no_violations(form_page, strategy, pytestconfig):
         choose_strategy(page, "Daily")  # so that choosing "Disabled" is a change
     choose_strategy(page, strategy)
     if strategy == "Cron expression":
-        page.get_by_label("Cron expression").press_sequentially("30 2 * * 1-5")
+        backup_section(page).get_by_label("Cron expression").press_sequentially("30 2 * * 1-5")
         expect(page.locator("#schedule-preview-backup_db").get_by_role("listitem")).to_have_count(5)
     audit(page, f"strategy-{strategy.lower().replace(' ', '-')}", pytestconfig)
 
@@ -99,10 +100,10 @@ def test_validation_errors_have_no_violations(form_page, strategy, pytestconfig)
     page = form_page
     choose_strategy(page, strategy)
     if strategy == "Weekly":
-        page.get_by_label("Time of day").fill("")  # and no weekday: two errors
+        backup_section(page).get_by_label("Time of day").fill("")  # and no weekday: two errors
     else:
-        page.get_by_label("Cron expression").fill("61 * * * *")
-    page.get_by_role("button", name="Save schedule").click()
+        backup_section(page).get_by_label("Cron expression").fill("61 * * * *")
+    backup_section(page).get_by_role("button", name="Save schedule").click()
     expect(alerts(page)).to_contain_text("The Database backup schedule was not saved")
     expect(page.locator(".error-summary li")).to_have_count(2 if strategy == "Weekly" else 1)
     audit(page, f"errors-{strategy.lower().replace(' ', '-')}", pytestconfig)
@@ -165,18 +166,18 @@ def test_phone_width_has_no_violations(live_server, page, pytestconfig):
     expect(history_region(page).get_by_text("Success")).to_be_visible()
     audit(page, "phone-375", pytestconfig)
     choose_strategy(page, "Cron expression")
-    page.get_by_label("Cron expression").fill("61 * * * *")
-    page.get_by_role("button", name="Save schedule").click()
-    expect(page.locator(".error-summary")).to_be_visible()
+    backup_section(page).get_by_label("Cron expression").fill("61 * * * *")
+    backup_section(page).get_by_role("button", name="Save schedule").click()
+    expect(backup_section(page).locator(".error-summary")).to_be_visible()
     audit(page, "phone-375-errors", pytestconfig)
 
 
 def test_an_error_then_a_success_has_no_violations(settings_page, pytestconfig):
     page = settings_page
     choose_strategy(page, "Weekly")
-    page.get_by_role("button", name="Save schedule").click()
+    backup_section(page).get_by_role("button", name="Save schedule").click()
     expect(alerts(page)).to_contain_text("The Database backup schedule was not saved")
-    page.get_by_role("checkbox", name="Monday").check()
-    page.get_by_role("button", name="Save schedule").click()
+    backup_section(page).get_by_role("checkbox", name="Monday").check()
+    backup_section(page).get_by_role("button", name="Save schedule").click()
     expect(toasts(page)).to_contain_text("Database backup schedule saved")
     audit(page, "error-then-success", pytestconfig)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from playwright.sync_api import Locator, Page, expect
 
-from e2e.support import alerts, schedule_block, status_value, toasts, unexpected_console_errors
+from e2e.support import alerts, backup_section, status_value, toasts, unexpected_console_errors
 
 MAX_PRESSES = 40
 
@@ -46,8 +46,8 @@ def press_until_focused(page: Page, target: Locator, key: str = "Tab") -> None:
 
 def test_weekly_schedule_and_run_now_with_the_keyboard_only(settings_page):
     page = settings_page
-    block = schedule_block(page)
-    strategy = page.get_by_label("Strategy")
+    block = backup_section(page)
+    strategy = backup_section(page).get_by_label("Strategy")
 
     press_until_focused(page, strategy)
     assert_focus_in_schedule_block(page)
@@ -71,7 +71,7 @@ def test_weekly_schedule_and_run_now_with_the_keyboard_only(settings_page):
     expect(time_of_day).to_have_value("03:15")
 
     # Save before ticking a weekday: the error summary takes the focus.
-    save = block.get_by_role("button", name="Save schedule")
+    save = backup_section(page).get_by_role("button", name="Save schedule")
     press_until_focused(page, save)
     page.keyboard.press("Enter")
     summary = block.get_by_role("alert").filter(has_text="The Database backup schedule was not saved")

@@ -26,6 +26,7 @@ from e2e.support import (
     alerts,
     assert_no_reload,
     backup_block,
+    backup_section,
     choose_strategy,
     history_region,
     make_backup,
@@ -68,7 +69,7 @@ def test_step_01_open_settings(live_server, page):
     assert page.url == live_server.url + "/settings"
     expect(page.get_by_role("heading", name="Database backup", level=2)).to_be_visible()
     expect(page.get_by_role("heading", name="Schedule", level=2)).to_be_visible()
-    strategy = page.get_by_label("Strategy")
+    strategy = backup_section(page).get_by_label("Strategy")
     expect(strategy).to_have_value("disabled")
     expect(strategy.locator("option:checked")).to_have_text("Disabled")
     expect(status_value(page, "Scheduler")).to_have_text("Running")
@@ -113,9 +114,9 @@ def test_step_03_every_1_hour(settings_page):
     expect(fields.get_by_label("Cron expression")).to_have_count(0)
     expect(fields.get_by_role("group", name="Weekdays")).to_have_count(0)
 
-    page.get_by_label("Every N hours").fill("1")
+    backup_section(page).get_by_label("Every N hours").fill("1")
     saved_at = datetime.now(ZONE)
-    page.get_by_role("button", name="Save schedule").click()
+    backup_section(page).get_by_role("button", name="Save schedule").click()
 
     expect(toasts(page)).to_contain_text("Database backup schedule saved: Every hour.")
     next_run = status_value(page, "Next run")
@@ -132,8 +133,8 @@ def test_step_04_daily_at_a_near_time(settings_page):
     target = (now_local() + timedelta(minutes=2)).replace(second=0, microsecond=0)
 
     choose_strategy(page, "Daily")
-    page.get_by_label("Time of day").fill(target.strftime("%H:%M"))
-    page.get_by_role("button", name="Save schedule").click()
+    backup_section(page).get_by_label("Time of day").fill(target.strftime("%H:%M"))
+    backup_section(page).get_by_role("button", name="Save schedule").click()
 
     expect(toasts(page)).to_contain_text(f"Database backup schedule saved: Every day at {target:%H:%M}.")
     next_run = status_value(page, "Next run")
@@ -194,7 +195,7 @@ def test_step_06_wait_for_a_scheduled_run(settings_page, live_server):
     mark_no_reload(page)
 
     choose_strategy(page, "Cron expression")
-    page.get_by_label("Cron expression").press_sequentially("* * * * *")
+    backup_section(page).get_by_label("Cron expression").press_sequentially("* * * * *")
 
     preview = page.locator("#schedule-preview-backup_db")
     expect(preview).to_contain_text("Every minute")
@@ -204,7 +205,7 @@ def test_step_06_wait_for_a_scheduled_run(settings_page, live_server):
     assert all(later - earlier == timedelta(minutes=1) for earlier, later in itertools.pairwise(moments))
     # The first is the next full minute (a boundary may have passed since the help was drawn).
     assert timedelta(seconds=-10) < moments[0] - datetime.now(ZONE) <= timedelta(minutes=1, seconds=5)
-    page.get_by_role("button", name="Save schedule").click()
+    backup_section(page).get_by_role("button", name="Save schedule").click()
     expect(toasts(page)).to_contain_text("Database backup schedule saved: Every minute.")
 
     # The one real-minute wait of this step: the next full minute (the one after, when the
@@ -237,10 +238,10 @@ def test_step_07_weekly(settings_page):
     page = settings_page
 
     choose_strategy(page, "Weekly")
-    page.get_by_role("checkbox", name="Monday").check()
-    page.get_by_role("checkbox", name="Thursday").check()
-    page.get_by_label("Time of day").fill("03:15")
-    page.get_by_role("button", name="Save schedule").click()
+    backup_section(page).get_by_role("checkbox", name="Monday").check()
+    backup_section(page).get_by_role("checkbox", name="Thursday").check()
+    backup_section(page).get_by_label("Time of day").fill("03:15")
+    backup_section(page).get_by_role("button", name="Save schedule").click()
 
     expect(toasts(page)).to_contain_text("Database backup schedule saved: Every Monday and Thursday at 03:15.")
     expect(status_value(page, "Schedule")).to_have_text("Every Monday and Thursday at 03:15")
@@ -257,17 +258,17 @@ def test_step_08_invalid_cron(live_server, page):
     expect(status_value(page, "Schedule")).to_have_text("Every Monday and Thursday at 03:15")
 
     choose_strategy(page, "Cron expression")
-    cron = page.get_by_label("Cron expression")
+    cron = backup_section(page).get_by_label("Cron expression")
     cron.press_sequentially("61 * * * *")
     expect(page.locator("#schedule-preview-backup_db")).to_contain_text("Invalid minute field '61'")
 
-    page.get_by_role("button", name="Save schedule").click()
+    backup_section(page).get_by_role("button", name="Save schedule").click()
 
     message = re.compile(r"Invalid minute field '61'")
     expect(cron).to_have_attribute("aria-invalid", "true")
     expect(cron).to_have_accessible_description(message)  # the error next to the field, tied to it
     summary = schedule_block(page).get_by_role("alert").filter(has_text="The Database backup schedule was not saved")
-    expect(summary.get_by_role("link", name=message)).to_have_attribute("href", "#cron")
+    expect(summary.get_by_role("link", name=message)).to_have_attribute("href", "#backup_db-cron")
     assert summary.bounding_box()["y"] < cron.bounding_box()["y"], "the summary is above the form's fields"
     expect(cron).to_have_value("61 * * * *")
     expect(alerts(page)).to_contain_text("The Database backup schedule was not saved")
@@ -287,7 +288,7 @@ def test_step_09_disabled(live_server, page):
     mark_no_reload(page)
 
     choose_strategy(page, "Disabled")
-    page.get_by_role("button", name="Save schedule").click()
+    backup_section(page).get_by_role("button", name="Save schedule").click()
 
     expect(toasts(page)).to_contain_text("Database backup schedule saved")
     expect(status_value(page, "Next run")).to_have_text("None (schedule disabled)")
@@ -311,8 +312,8 @@ def test_step_09_disabled(live_server, page):
 def test_step_10_restart_keeps_the_schedule(settings_page, live_server):
     page = settings_page
     choose_strategy(page, "Daily")
-    page.get_by_label("Time of day").fill("04:00")
-    page.get_by_role("button", name="Save schedule").click()
+    backup_section(page).get_by_label("Time of day").fill("04:00")
+    backup_section(page).get_by_role("button", name="Save schedule").click()
     next_run = status_value(page, "Next run")
     expect(next_run).to_contain_text("04:00")
     expect(next_run).not_to_contain_text("applying", timeout=10_000)
@@ -323,8 +324,8 @@ def test_step_10_restart_keeps_the_schedule(settings_page, live_server):
     live_server.start()
     page.reload()
 
-    expect(page.get_by_label("Strategy")).to_have_value("daily")
-    expect(page.get_by_label("Time of day")).to_have_value("04:00")
+    expect(backup_section(page).get_by_label("Strategy")).to_have_value("daily")
+    expect(backup_section(page).get_by_label("Time of day")).to_have_value("04:00")
     expect(next_run.locator("time")).to_have_text(before)
     assert shown_time(next_run) == before_at
     expect(status_value(page, "Scheduler")).to_have_text("Running", timeout=10_000)

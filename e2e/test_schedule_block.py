@@ -12,6 +12,7 @@ from playwright.sync_api import Page, expect
 from e2e.support import (
     ZONE,
     alerts,
+    backup_section,
     choose_strategy,
     make_backup,
     open_settings,
@@ -30,17 +31,17 @@ DESKTOP, PHONE = 1280, 360
 def test_daily_schedule_is_saved_without_javascript(live_server, new_context):
     page = new_context(java_script_enabled=False).new_page()
     page.goto(live_server.url + "/settings")
-    expect(page.get_by_label("Time of day")).to_have_count(0)
+    expect(backup_section(page).get_by_label("Time of day")).to_have_count(0)
 
-    page.get_by_label("Strategy").select_option(label="Daily")
-    page.get_by_role("button", name="Show fields for this strategy").click()
-    page.get_by_label("Time of day").fill("07:30")
-    page.get_by_role("button", name="Save schedule").click()
+    backup_section(page).get_by_label("Strategy").select_option(label="Daily")
+    backup_section(page).get_by_role("button", name="Show fields for this strategy").click()
+    backup_section(page).get_by_label("Time of day").fill("07:30")
+    backup_section(page).get_by_role("button", name="Save schedule").click()
 
     assert page.url == live_server.url + "/settings"  # redirected after the POST
     expect(toasts(page)).to_contain_text("Database backup schedule saved: Every day at 07:30.")
-    expect(page.get_by_label("Strategy")).to_have_value("daily")
-    expect(page.get_by_label("Time of day")).to_have_value("07:30")
+    expect(backup_section(page).get_by_label("Strategy")).to_have_value("daily")
+    expect(backup_section(page).get_by_label("Time of day")).to_have_value("07:30")
     expect(status_value(page, "Schedule")).to_have_text("Every day at 07:30")
     expect(status_value(page, "Next run")).to_contain_text("07:30")
     assert saved_schedule(live_server) == {"mode": "daily", "time": "07:30"}
@@ -65,7 +66,7 @@ def test_run_now_while_a_backup_runs_says_a_backup_is_already_running(settings_p
 def test_cron_preview_describes_the_expression_and_its_next_five_runs_as_you_type(settings_page):
     page = settings_page
     choose_strategy(page, "Cron expression")
-    cron = page.get_by_label("Cron expression")
+    cron = backup_section(page).get_by_label("Cron expression")
     preview = page.locator("#schedule-preview-backup_db")
 
     cron.press_sequentially("30 2 * * 1-5")
@@ -121,10 +122,10 @@ def test_screenshots_of_success_and_error_at_desktop_and_phone_widths(live_serve
 
     # Success: a schedule saved and a backup run, both announced.
     choose_strategy(page, "Weekly")
-    page.get_by_role("checkbox", name="Monday").check()
-    page.get_by_role("checkbox", name="Thursday").check()
-    page.get_by_label("Time of day").fill("03:15")
-    page.get_by_role("button", name="Save schedule").click()
+    backup_section(page).get_by_role("checkbox", name="Monday").check()
+    backup_section(page).get_by_role("checkbox", name="Thursday").check()
+    backup_section(page).get_by_label("Time of day").fill("03:15")
+    backup_section(page).get_by_role("button", name="Save schedule").click()
     expect(toasts(page)).to_contain_text("Database backup schedule saved")
     page.get_by_role("button", name="Run backup now").click()
     expect(status_value(page, "Last result")).to_contain_text("Success", timeout=10_000)
@@ -139,8 +140,8 @@ def test_screenshots_of_success_and_error_at_desktop_and_phone_widths(live_serve
     # info toasts go away by themselves after 8 s).
     expect(toasts(page).locator("[data-toast]")).to_have_count(0, timeout=12_000)
     choose_strategy(page, "Cron expression")
-    page.get_by_label("Cron expression").fill("61 * * * *")
-    page.get_by_role("button", name="Save schedule").click()
+    backup_section(page).get_by_label("Cron expression").fill("61 * * * *")
+    backup_section(page).get_by_role("button", name="Save schedule").click()
     expect(alerts(page)).to_contain_text("The Database backup schedule was not saved")
     expect(schedule_block(page).get_by_role("alert")).to_contain_text("Invalid minute field")
     assert_no_horizontal_scroll(page)
@@ -176,8 +177,8 @@ def test_weekly_preview_follows_the_ticked_days_and_time_before_saving(settings_
     expect(preview).to_contain_text("Choose at least one weekday.")
 
     page.get_by_label("Thursday").check()
-    page.get_by_label("Time of day").fill("05:45")
-    page.get_by_label("Time of day").dispatch_event("change")
+    backup_section(page).get_by_label("Time of day").fill("05:45")
+    backup_section(page).get_by_label("Time of day").dispatch_event("change")
 
     expect(preview).to_contain_text("Every Thursday at 05:45")
     runs = preview.get_by_role("listitem")
