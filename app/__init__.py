@@ -56,10 +56,11 @@ def create_app(test_config: dict | None = None) -> Flask:
 
     app.extensions["scheduler"] = SchedulerService(app.config, db)
 
-    from app import api, auth, cli, health, web
+    from app import api, assets, auth, cli, health, web
     from app import settings as settings_pages
 
     web.init_app(app)
+    assets.init_app(app)
     auth.init_app(app)
     health.init_app(app)
     settings_pages.init_app(app)
