@@ -65,10 +65,11 @@ def create_app(test_config: dict | None = None) -> Flask:
     entry_points = {task_id: {ENTRY_POINT, LEGACY_ENTRY_POINTS.get(task_id, ENTRY_POINT)} for task_id in tasks}
     move_state_tables(settings.database_path, db, entry_points)
 
-    from app import api, auth, cli, health, web
+    from app import api, assets, auth, cli, health, web
     from app import settings as settings_pages
 
     web.init_app(app)
+    assets.init_app(app)
     auth.init_app(app)
     health.init_app(app)
     settings_pages.init_app(app)

@@ -194,7 +194,11 @@ def init_app(app: Flask) -> None:
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("Referrer-Policy", "same-origin")
         response.headers.setdefault("X-Frame-Options", "DENY")
-        if request.endpoint != "static":
+        if request.endpoint != "static" and "Cache-Control" not in response.headers:
+            # Pages and API answers: kept by the browser only, revalidated on every use ("no-store"
+            # would also keep pages out of the back/forward cache).
+            response.headers["Cache-Control"] = "private, no-cache"
+        if response.mimetype == "application/vnd.sqlite3":
             # Set, not defaulted: send_file says "no-cache" (store, then revalidate), and a
             # downloaded backup is the whole database, which no cache may keep.
             response.headers["Cache-Control"] = "no-store"

@@ -35,9 +35,11 @@ def test_a_later_outcome_of_the_schedule_form_replaces_the_earlier_ones_1(settin
     choose_strategy(page, "Weekly")  # no weekday ticked
     save(page)
     expect(alerts(page)).to_contain_text("The Database backup schedule was not saved")
+    expect(backup_section(page).locator(".error-summary")).to_be_focused()  # the answer has settled
     choose_strategy(page, "Cron expression")  # empty
     save(page)
     expect(backup_section(page).locator(".error-summary")).to_contain_text("Cron expression")
+    expect(backup_section(page).locator(".error-summary")).to_be_focused()
     choose_strategy(page, "Every N hours")
     backup_section(page).get_by_label("Every N hours").fill("6")
     save(page)
@@ -64,6 +66,7 @@ def test_the_error_summary_clears_when_the_field_is_corrected_and_when_the_strat
     save(page)
     summary = schedule_block(page).locator(".error-summary")
     expect(summary).to_contain_text("Invalid minute field")
+    expect(summary).to_be_focused()  # the answer has settled
     expect(cron).to_have_attribute("aria-invalid", "true")
 
     cron.fill("")
@@ -77,6 +80,7 @@ def test_the_error_summary_clears_when_the_field_is_corrected_and_when_the_strat
     cron.fill("61 * * * *")
     save(page)
     expect(summary).to_have_count(1)
+    expect(summary).to_be_focused()
     choose_strategy(page, "Daily")
     expect(summary).to_have_count(0)
     expect(page.locator('a[href="#cron"]')).to_have_count(0)

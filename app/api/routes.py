@@ -222,6 +222,14 @@ def get_run(run_id: int):
     return jsonify(run=run_json(run, _timezone()))
 
 
+@bp.get("/openapi.json")
+def openapi():
+    """The OpenAPI 3.1 description of this API."""
+    from app.api.openapi import openapi_document
+
+    return jsonify(openapi_document())
+
+
 @bp.get("/settings/scheduler/jobs")
 def scheduler_jobs():
     """The job store's jobs, for debugging."""

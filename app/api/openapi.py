@@ -1,0 +1,292 @@
+"""The OpenAPI 3.1 description of the JSON API, served at /api/v1/openapi.json.
+
+Kept true by tests/api/test_openapi.py: the document is validated, and Schemathesis calls
+every operation on a live server and checks each answer against it.
+"""
+
+from __future__ import annotations
+
+NULLABLE_TIME = {"type": ["string", "null"], "format": "date-time"}
+ERROR = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {"error": {"type": "string"}},
+}
+
+RUN = {
+    "type": "object",
+    "required": ["id", "task", "trigger", "status", "started_at"],
+    "properties": {
+        "id": {"type": "integer"},
+        "task": {"type": "string"},
+        "trigger": {"type": "string", "enum": ["manual", "scheduled", "catch-up"]},
+        "status": {"type": "string", "enum": ["running", "success", "failed", "interrupted", "missed"]},
+        "scheduled_for": NULLABLE_TIME,
+        "started_at": {"type": "string", "format": "date-time"},
+        "finished_at": NULLABLE_TIME,
+        "duration_ms": {"type": ["integer", "null"]},
+        "phase": {"type": ["string", "null"]},
+        "progress": {"type": ["integer", "null"], "minimum": 0, "maximum": 100},
+        "error": {"type": ["string", "null"]},
+        "file": {"type": ["string", "null"]},
+        "size": {"type": ["integer", "null"]},
+        "sha256": {"type": ["string", "null"]},
+    },
+}
+# A 409 names the running run; "id" is null only when the lock holder recorded no run.
+BUSY = {
+    "type": "object",
+    "required": ["error", "running"],
+    "properties": {
+        "error": {"type": "string"},
+        "running": {
+            "type": "object",
+            "required": ["id", "task", "status"],
+            "properties": {
+                "id": {"type": ["integer", "null"]},
+                "task": {"type": "string"},
+                "status": {"const": "running"},
+            },
+        },
+    },
+}
+SCHEDULE = {
+    "type": "object",
+    "required": ["mode"],
+    "properties": {
+        "mode": {"type": "string", "enum": ["disabled", "daily", "weekly", "cron", "interval"]},
+        "time": {"type": ["string", "null"], "description": "HH:MM, 24-hour, ASCII digits"},
+        "weekdays": {
+            "type": ["array", "null"],
+            "items": {"type": "string", "enum": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]},
+        },
+        "cron": {"type": ["string", "null"], "description": "minute hour day-of-month month day-of-week"},
+        "every_hours": {"type": ["integer", "null"], "minimum": 1, "maximum": 168},
+    },
+}
+JOB = {
+    "type": "object",
+    "required": ["id", "schedule", "description", "timezone", "next_run_at", "last_run", "running"],
+    "properties": {
+        "id": {"type": "string"},
+        "schedule": SCHEDULE,
+        "description": {"type": "string"},
+        "timezone": {"type": "string"},
+        "next_run_at": NULLABLE_TIME,
+        "upcoming": {"type": "array", "items": {"type": "string", "format": "date-time"}},
+        "pending_apply": {"type": "boolean"},
+        "overdue": {"type": "boolean"},
+        "last_run": {"oneOf": [{"type": "null"}, {"$ref": "#/components/schemas/Run"}]},
+        "running": {"oneOf": [{"type": "null"}, {"$ref": "#/components/schemas/Run"}]},
+    },
+}
+BACKUP = {
+    "type": "object",
+    "required": ["file", "size", "created_at", "kind"],
+    "properties": {
+        "file": {"type": "string"},
+        "size": {"type": "integer"},
+        "created_at": {"type": "string", "format": "date-time"},
+        "kind": {"type": "string", "enum": ["manual", "auto"]},
+        "sha256": {"type": "string"},
+        "duration_ms": {"type": "integer"},
+        "run_id": {"type": "integer"},
+    },
+}
+FIELD_ERRORS = {
+    "type": "object",
+    "required": ["errors"],
+    "properties": {
+        "errors": {"type": "object", "additionalProperties": {"type": "array", "items": {"type": "string"}}}
+    },
+}
+
+
+def _json(schema: dict | str, description: str) -> dict:
+    if isinstance(schema, str):
+        schema = {"$ref": f"#/components/schemas/{schema}"}
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+# Answers every operation may give: no login (401), a cross-site browser request (403),
+# scheduling switched off (404 on scheduler routes), the database busy (503).
+COMMON = {
+    "401": _json("Error", "Authentication required (ADMIN_PASSWORD is set)."),
+    "403": _json("Error", "A cross-site browser request."),
+    "503": _json("Error", "The database is busy."),
+}
+SCHEDULER_OFF = {"404": _json("Error", "Scheduling is turned off (SCHEDULER_ENABLED=false).")}
+
+
+def _operation(operation_id: str, summary: str, responses: dict, **extra) -> dict:
+    return {"operationId": operation_id, "summary": summary, "responses": {**responses, **COMMON}, **extra}
+
+
+def openapi_document() -> dict:
+    """The whole description (the server URL is relative: wherever this document was fetched)."""
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Backups API",
+            "version": "1",
+            "description": "Scheduled, verified SQLite backups. Times are ISO 8601 with an offset; "
+            "the zone is named in `timezone`. With a password set, send `Authorization: Bearer <API_TOKEN>`.",
+        },
+        "servers": [{"url": "/api/v1"}],
+        "components": {
+            "schemas": {
+                "Error": ERROR,
+                "Run": RUN,
+                "Busy": BUSY,
+                "Schedule": SCHEDULE,
+                "Job": JOB,
+                "Backup": BACKUP,
+                "FieldErrors": FIELD_ERRORS,
+            },
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+        "paths": {
+            "/settings/backup-db": {
+                "post": _operation(
+                    "backupNow",
+                    "A manual backup, synchronously",
+                    {
+                        "200": _json("Backup", "The backup, verified."),
+                        "409": _json("Busy", "A backup is already running."),
+                        "500": _json("Error", "The backup failed."),
+                        "507": _json("Error", "The backup folder cannot hold backups."),
+                    },
+                )
+            },
+            "/settings/backups": {
+                "get": _operation(
+                    "listBackups",
+                    "The backup files, newest first",
+                    {
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "required": ["backups"],
+                                "properties": {
+                                    "backups": {"type": "array", "items": {"$ref": "#/components/schemas/Backup"}}
+                                },
+                            },
+                            "The backups.",
+                        )
+                    },
+                )
+            },
+            "/settings/scheduler": {
+                "get": _operation(
+                    "schedulerStatus",
+                    "Schedules, scheduler status and history",
+                    {
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "required": ["timezone", "scheduler", "jobs", "history", "sqlite_version"],
+                                "properties": {
+                                    "timezone": {"type": "string"},
+                                    "scheduler": {"type": "object", "required": ["enabled", "running"]},
+                                    "sqlite_version": {"type": "string"},
+                                    "jobs": {"type": "array", "items": {"$ref": "#/components/schemas/Job"}},
+                                    "history": {"type": "array", "items": {"$ref": "#/components/schemas/Run"}},
+                                },
+                            },
+                            "The status.",
+                        ),
+                        **SCHEDULER_OFF,
+                    },
+                )
+            },
+            "/settings/scheduler/backup": {
+                "post": _operation(
+                    "setBackupSchedule",
+                    "Create or update the backup schedule (only the chosen mode's fields are needed)",
+                    {
+                        "200": _json("Job", "The job, as saved."),
+                        "400": _json("FieldErrors", "Refused; nothing changed."),
+                        **SCHEDULER_OFF,
+                    },
+                    requestBody={
+                        "required": True,
+                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Schedule"}}},
+                    },
+                ),
+                "delete": _operation(
+                    "deleteBackupSchedule",
+                    "Remove the schedule (the mode becomes disabled)",
+                    {"200": _json("Job", "The job, disabled."), **SCHEDULER_OFF},
+                ),
+            },
+            "/settings/scheduler/backup/run": {
+                "post": _operation(
+                    "runBackupNow",
+                    "Start a backup in the background",
+                    {
+                        "202": _json(
+                            {
+                                "type": "object",
+                                "required": ["run"],
+                                "properties": {"run": {"$ref": "#/components/schemas/Run"}},
+                            },
+                            "Started; follow it at /settings/scheduler/runs/{id}.",
+                        ),
+                        "409": _json("Busy", "A backup is already running."),
+                        **SCHEDULER_OFF,
+                    },
+                )
+            },
+            "/settings/scheduler/runs/{run_id}": {
+                "get": _operation(
+                    "getRun",
+                    "One run",
+                    {
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "required": ["run"],
+                                "properties": {"run": {"$ref": "#/components/schemas/Run"}},
+                            },
+                            "The run.",
+                        ),
+                        "404": _json("Error", "No such run (or scheduling is off)."),
+                    },
+                    parameters=[{"name": "run_id", "in": "path", "required": True, "schema": {"type": "integer"}}],
+                )
+            },
+            "/settings/scheduler/jobs": {
+                "get": _operation(
+                    "schedulerJobs",
+                    "The job store's jobs, for debugging",
+                    {
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "required": ["jobs", "timezone"],
+                                "properties": {
+                                    "timezone": {"type": "string"},
+                                    "jobs": {
+                                        "type": "array",
+                                        "items": {
+                                            "type": "object",
+                                            "required": ["id", "func", "stored", "next_run_time"],
+                                            "properties": {
+                                                "id": {"type": "string"},
+                                                "func": {"type": "string"},
+                                                "stored": {"type": "boolean"},
+                                                "next_run_time": NULLABLE_TIME,
+                                            },
+                                        },
+                                    },
+                                },
+                            },
+                            "The jobs.",
+                        ),
+                        **SCHEDULER_OFF,
+                    },
+                )
+            },
+        },
+        "security": [{}, {"bearer": []}],
+    }
