@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from flask import Blueprint, current_app, flash, redirect, render_template, url_for
+from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
 
 from app.extensions import get_db
 from app.models import utcnow
@@ -125,7 +125,9 @@ def page_context(needs: tuple[str, ...], **overrides) -> dict:
         context.setdefault("upload_form", UploadForm())
     if "tasks" in context:
         after, running = poll_cursor(db, runs.newest_run_id(db), [])
-        context.setdefault("poll", {"after": after, "watch": running})
+        # A page opened after starting a run (a restore's redirect) announces it even if it ended.
+        started = [int(part) for part in request.args.get("watch", "").split(",")[:5] if part.isdecimal()]
+        context.setdefault("poll", {"after": after, "watch": sorted(set(running + started))})
         context.setdefault("any_running", any(view["status"].running for view in context["tasks"]))
     return context
 

@@ -183,7 +183,7 @@ def restore(name: str):
         "so this restore can be undone.",
         "info",
     )
-    return redirect(url_for("settings.index", _anchor="status-backup_db"))
+    return redirect(url_for("settings.index", watch=run.id, _anchor="status-backup_db"))
 
 
 def _restore_page(name: str, form: RestoreForm, status: int = 200):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import sqlite3
 from pathlib import Path
 
@@ -92,7 +93,7 @@ def test_the_typed_name_starts_the_restore_and_the_settings_page_says_so(app, cl
     answer = client.post(f"/settings/backups/{name}/restore", data={"confirm": name})
 
     assert answer.status_code == 302
-    assert answer.headers["Location"].endswith("/settings#status-backup_db")
+    assert re.search(r"/settings\?watch=\d+#status-backup_db$", answer.headers["Location"])
     page = parse(client.get("/settings").get_data(as_text=True))
     assert f"Restoring {name}" in page.by_id("toasts").text
     run = runs.latest_run(app.extensions["db"], "backup_db")
