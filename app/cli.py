@@ -18,9 +18,9 @@ from app.services import runs
 from app.services.backup_tasks import restore_now
 from app.services.backups import BackupNotFound
 from app.services.catalogue import catalogued_backups
-from app.services.registry import TASKS
+from app.services.registry import TASKS, task_named
 from app.services.runner import TaskBusy, run_task_now
-from app.services.schedules import MODES, save_schedule
+from app.services.schedules import MAX_HOURS, MIN_HOURS, MODES, save_schedule
 from app.services.status import scheduler_health, task_status
 from app.settings.forms import ScheduleForm
 from app.web import file_size
@@ -99,7 +99,7 @@ def scheduler_status(as_json: bool) -> None:
     health = health_json(scheduler_health(config, db), zone)
     jobs = [job_json(task_status(config, db, task_id)) for task_id in TASKS]
     if as_json:
-        history = [run_json(run, zone) for run in runs.recent_runs(db, BACKUP_TASK, 20)]
+        history = [run_json(run, zone) for run in runs.recent_runs(db, None, 20)]
         _emit(
             {
                 "timezone": zone,
@@ -120,13 +120,25 @@ def scheduler_status(as_json: bool) -> None:
 
 
 @scheduler_cli.command("set")
+@click.option(
+    "--task",
+    "task_id",
+    default=BACKUP_TASK,
+    show_default=True,
+    help="The task whose schedule to set (flask scheduler status lists them).",
+)
 @click.option("--mode", type=click.Choice(list(MODES)), required=True, help="The strategy.")
 @click.option("--time", "time_of_day", help="HH:MM, for daily and weekly.")
 @click.option("--weekdays", help="Comma-separated, e.g. mon,thu (weekly).")
 @click.option("--cron", help="Five-field cron expression (cron).")
-@click.option("--every-hours", help="1 to 168 (interval).")
-def scheduler_set(mode: str, time_of_day: str | None, weekdays: str | None, cron: str | None, every_hours: str | None):
-    """Save the backup schedule (validated like the form); the running scheduler applies it."""
+@click.option("--every-hours", help=f"{MIN_HOURS} to {MAX_HOURS} (interval).")
+def scheduler_set(
+    task_id: str, mode: str, time_of_day: str | None, weekdays: str | None, cron: str | None, every_hours: str | None
+):
+    """Save a task's schedule (validated like the form); the running scheduler applies it."""
+    task = task_named(task_id)
+    if task is None:
+        raise click.BadParameter(f"no task {task_id!r}; tasks: {', '.join(TASKS)}", param_hint="--task")
     data = MultiDict({"mode": mode})
     for key, value in (("time", time_of_day), ("cron", cron), ("every_hours", every_hours)):
         if value is not None:
@@ -139,8 +151,8 @@ def scheduler_set(mode: str, time_of_day: str | None, weekdays: str | None, cron
             for message in messages:
                 click.echo(f"{name}: {message}", err=True)
         raise SystemExit(2)
-    save_schedule(get_db(), BACKUP_TASK, form.schedule())
-    _emit(job_json(task_status(current_app.config, get_db(), BACKUP_TASK)))
+    save_schedule(get_db(), task.id, form.schedule())
+    _emit(job_json(task_status(current_app.config, get_db(), task.id)))
 
 
 @click.command("init-db")

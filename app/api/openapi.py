@@ -19,7 +19,7 @@ RUN = {
     "properties": {
         "id": {"type": "integer"},
         "task": {"type": "string"},
-        "trigger": {"type": "string", "enum": ["manual", "scheduled", "catch-up"]},
+        "trigger": {"type": "string", "enum": ["manual", "scheduled", "catch-up", "restore"]},
         "status": {"type": "string", "enum": ["running", "success", "failed", "interrupted", "missed"]},
         "scheduled_for": NULLABLE_TIME,
         "started_at": {"type": "string", "format": "date-time"},
@@ -31,6 +31,7 @@ RUN = {
         "file": {"type": ["string", "null"]},
         "size": {"type": ["integer", "null"]},
         "sha256": {"type": ["string", "null"]},
+        "detail": {"type": ["string", "null"]},
     },
 }
 # A 409 names the running run; "id" is null only when the lock holder recorded no run.
@@ -87,8 +88,10 @@ BACKUP = {
         "file": {"type": "string"},
         "size": {"type": "integer"},
         "created_at": {"type": "string", "format": "date-time"},
-        "kind": {"type": "string", "enum": ["manual", "auto"]},
-        "sha256": {"type": "string"},
+        "kind": {"type": "string", "enum": ["manual", "auto", "uploaded", "pre-restore"]},
+        "sha256": {"type": ["string", "null"]},
+        "verified_at": NULLABLE_TIME,
+        "damaged": {"type": ["string", "null"]},
         "duration_ms": {"type": "integer"},
         "run_id": {"type": "integer"},
     },
@@ -116,6 +119,24 @@ COMMON = {
     "503": _json("Error", "The database is busy."),
 }
 SCHEDULER_OFF = {"404": _json("Error", "Scheduling is turned off (SCHEDULER_ENABLED=false).")}
+
+
+NO_TASK = {"404": _json("Error", "No task of that name, or scheduling is turned off (SCHEDULER_ENABLED=false).")}
+TASK_PARAMETER = {
+    "name": "task_name",
+    "in": "path",
+    "required": True,
+    "description": "A task id (backup_db, verify_backups), or backup for backup_db.",
+    "schema": {"type": "string"},
+}
+NAME_PARAMETER = {
+    "name": "name",
+    "in": "path",
+    "required": True,
+    "description": "The exact name of a listed backup.",
+    "schema": {"type": "string"},
+}
+OBJECT = {"type": "object"}
 
 
 def _operation(operation_id: str, summary: str, responses: dict, **extra) -> dict:
@@ -174,6 +195,104 @@ def openapi_document() -> dict:
                             "The backups.",
                         )
                     },
+                ),
+                "post": _operation(
+                    "uploadBackup",
+                    "Upload a backup (checked; kept as kind uploaded)",
+                    {
+                        "201": _json("Backup", "Kept: it passed every check."),
+                        "400": _json("Error", "Not a restorable SQLite file; nothing kept."),
+                        "413": _json("Error", "Larger than MAX_UPLOAD_MB; nothing kept."),
+                        "507": _json("Error", "The backup folder cannot hold it."),
+                    },
+                    requestBody={
+                        "required": True,
+                        "content": {
+                            "multipart/form-data": {
+                                "schema": {
+                                    "type": "object",
+                                    "required": ["file"],
+                                    "properties": {"file": {"type": "string", "format": "binary"}},
+                                }
+                            }
+                        },
+                    },
+                ),
+            },
+            "/settings/backups/{name}": {
+                "parameters": [NAME_PARAMETER],
+                "get": _operation(
+                    "downloadBackup",
+                    "Download one backup",
+                    {
+                        "200": {
+                            "description": "The file, as an attachment.",
+                            "content": {"application/vnd.sqlite3": {"schema": {"type": "string", "format": "binary"}}},
+                        },
+                        "404": _json("Error", "No backup of that name."),
+                    },
+                ),
+                "delete": _operation(
+                    "deleteBackup",
+                    "Delete one backup",
+                    {
+                        "200": _json({"type": "object", "required": ["deleted"]}, "Deleted."),
+                        "404": _json("Error", "No backup of that name."),
+                    },
+                ),
+            },
+            "/settings/backups/{name}/restore": {
+                "parameters": [NAME_PARAMETER],
+                "post": _operation(
+                    "restoreBackup",
+                    "Restore a backup in the background, after a verified safety backup",
+                    {
+                        "202": _json(
+                            {
+                                "type": "object",
+                                "required": ["run"],
+                                "properties": {"run": {"$ref": "#/components/schemas/Run"}},
+                            },
+                            "Started; follow it at /settings/scheduler/runs/{id}.",
+                        ),
+                        "400": _json("Error", "The body does not confirm with the exact name."),
+                        "404": _json("Error", "No backup of that name."),
+                        "409": _json("Busy", "A backup or a restore is going."),
+                    },
+                    requestBody={
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "required": ["confirm"],
+                                    "properties": {"confirm": {"type": "string"}},
+                                }
+                            }
+                        },
+                    },
+                ),
+            },
+            "/settings/notifications": {
+                "get": _operation(
+                    "getNotifications", "Notification settings (URLs masked)", {"200": _json(OBJECT, "The settings.")}
+                ),
+                "put": _operation(
+                    "setNotifications",
+                    "Save notification URLs, events and the ping URL",
+                    {
+                        "200": _json(OBJECT, "The settings, as saved."),
+                        "400": _json("FieldErrors", "Refused; nothing saved."),
+                        "413": _json("Error", "The body is too large."),
+                    },
+                    requestBody={"required": True, "content": {"application/json": {"schema": OBJECT}}},
+                ),
+            },
+            "/settings/notifications/test": {
+                "post": _operation(
+                    "testNotifications",
+                    "Send a test message to every saved URL",
+                    {"200": _json(OBJECT, "One result per URL."), "400": _json("Error", "No URL is saved.")},
                 )
             },
             "/settings/scheduler": {
@@ -199,14 +318,15 @@ def openapi_document() -> dict:
                     },
                 )
             },
-            "/settings/scheduler/backup": {
+            "/settings/scheduler/{task_name}": {
+                "parameters": [TASK_PARAMETER],
                 "post": _operation(
-                    "setBackupSchedule",
-                    "Create or update the backup schedule (only the chosen mode's fields are needed)",
+                    "setTaskSchedule",
+                    "Create or update a task's schedule (only the chosen mode's fields are needed)",
                     {
                         "200": _json("Job", "The job, as saved."),
                         "400": _json("FieldErrors", "Refused; nothing changed."),
-                        **SCHEDULER_OFF,
+                        **NO_TASK,
                     },
                     requestBody={
                         "required": True,
@@ -214,15 +334,16 @@ def openapi_document() -> dict:
                     },
                 ),
                 "delete": _operation(
-                    "deleteBackupSchedule",
-                    "Remove the schedule (the mode becomes disabled)",
-                    {"200": _json("Job", "The job, disabled."), **SCHEDULER_OFF},
+                    "deleteTaskSchedule",
+                    "Remove a task's schedule (the mode becomes disabled)",
+                    {"200": _json("Job", "The job, disabled."), **NO_TASK},
                 ),
             },
-            "/settings/scheduler/backup/run": {
+            "/settings/scheduler/{task_name}/run": {
+                "parameters": [TASK_PARAMETER],
                 "post": _operation(
-                    "runBackupNow",
-                    "Start a backup in the background",
+                    "runTaskNow",
+                    "Start a run of the task in the background",
                     {
                         "202": _json(
                             {
@@ -232,10 +353,10 @@ def openapi_document() -> dict:
                             },
                             "Started; follow it at /settings/scheduler/runs/{id}.",
                         ),
-                        "409": _json("Busy", "A backup is already running."),
-                        **SCHEDULER_OFF,
+                        "409": _json("Busy", "A run of this task (or a restore, for the backup task) is going."),
+                        **NO_TASK,
                     },
-                )
+                ),
             },
             "/settings/scheduler/runs/{run_id}": {
                 "get": _operation(

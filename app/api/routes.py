@@ -15,7 +15,7 @@ from app.services import runs
 from app.services.backup_tasks import start_restore_in_background
 from app.services.backups import BackupError, BackupNotFound, resolve_backup
 from app.services.catalogue import catalogued_backups, delete_catalogued
-from app.services.registry import TASKS
+from app.services.registry import TASKS, Task, task_named
 from app.services.runner import TaskBusy, run_task_now, start_task_in_background
 from app.services.scheduler import ENTRY_POINT, stored_jobs
 from app.services.schedules import Schedule, save_schedule
@@ -173,14 +173,23 @@ def scheduler_status():
         scheduler=health_json(scheduler_health(config, db), _timezone()),
         sqlite_version=sqlite3.sqlite_version,
         jobs=jobs,
-        history=[run_json(run, _timezone()) for run in runs.recent_runs(db, BACKUP_TASK, 20)],
+        history=[run_json(run, _timezone()) for run in runs.recent_runs(db, None, 20)],
     )
 
 
-@bp.post("/settings/scheduler/backup")
-def set_backup_schedule():
-    """Create or update the backup schedule; 400 with errors by field, nothing changed."""
+def _task_named(name: str) -> Task:
+    """The task of a URL (its id, or ``backup`` for ``backup_db``); 404 when there is none."""
     _require_scheduler()
+    task = task_named(name)
+    if task is None:
+        abort(404)
+    return task
+
+
+@bp.post("/settings/scheduler/<task_name>")
+def set_task_schedule(task_name: str):
+    """Create or update a task's schedule; 400 with errors by field, nothing changed."""
+    task = _task_named(task_name)
     if not request.is_json:
         return jsonify(errors={"json": ["Send Content-Type: application/json."]}), 400
     formdata, errors = formdata_from_json(_json_body())
@@ -189,26 +198,26 @@ def set_backup_schedule():
     form = ScheduleForm(formdata)
     if not form.validate():
         return jsonify(errors={name: list(messages) for name, messages in form.errors.items()}), 400
-    save_schedule(get_db(), BACKUP_TASK, form.schedule())
-    return jsonify(job_json(task_status(current_app.config, get_db(), BACKUP_TASK))), 200
+    save_schedule(get_db(), task.id, form.schedule())
+    return jsonify(job_json(task_status(current_app.config, get_db(), task.id))), 200
 
 
-@bp.delete("/settings/scheduler/backup")
-def delete_backup_schedule():
-    """Remove the schedule: the mode becomes disabled."""
-    _require_scheduler()
-    save_schedule(get_db(), BACKUP_TASK, Schedule("disabled"))
-    return jsonify(job_json(task_status(current_app.config, get_db(), BACKUP_TASK))), 200
+@bp.delete("/settings/scheduler/<task_name>")
+def delete_task_schedule(task_name: str):
+    """Remove a task's schedule: its mode becomes disabled."""
+    task = _task_named(task_name)
+    save_schedule(get_db(), task.id, Schedule("disabled"))
+    return jsonify(job_json(task_status(current_app.config, get_db(), task.id))), 200
 
 
-@bp.post("/settings/scheduler/backup/run")
-def run_backup():
-    """Start a backup in the background: 202 with the run, 409 while one runs."""
-    _require_scheduler()
+@bp.post("/settings/scheduler/<task_name>/run")
+def run_task(task_name: str):
+    """Start a run of the task in the background: 202 with the run, 409 while one runs."""
+    task = _task_named(task_name)
     try:
-        run = start_task_in_background(current_app.config, get_db(), BACKUP_TASK)
+        run = start_task_in_background(current_app.config, get_db(), task.id)
     except TaskBusy as busy:
-        return jsonify(error=str(busy), running=busy_json(busy.running, BACKUP_TASK, _timezone())), 409
+        return jsonify(error=str(busy), running=busy_json(busy.running, task.id, _timezone())), 409
     return jsonify(run=run_json(run, _timezone())), 202
 
 

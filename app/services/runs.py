@@ -99,10 +99,12 @@ def mark_interrupted(db: Database, task: str, message: str) -> int:
         return result.rowcount
 
 
-def recent_runs(db: Database, task: str, limit: int = 20) -> list[JobRun]:
-    """The newest runs of a task, newest first."""
+def recent_runs(db: Database, task: str | None, limit: int = 20) -> list[JobRun]:
+    """The newest runs of a task (of every task for None), newest first."""
     with db.session() as session:
-        query = select(JobRun).where(JobRun.task == task).order_by(JobRun.id.desc()).limit(limit)
+        query = select(JobRun).order_by(JobRun.id.desc()).limit(limit)
+        if task is not None:
+            query = query.where(JobRun.task == task)
         return list(session.scalars(query))
 
 

@@ -22,6 +22,7 @@ URL_VALUES = {
     "run_id": 1,
     "filename": "css/app.css",
     "task_id": "backup_db",
+    "task_name": "backup",
 }
 WRONG_AUTHORIZATIONS = [
     "Bearer wrong-token-wrong-token-wrong",
