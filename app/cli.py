@@ -13,19 +13,17 @@ from werkzeug.datastructures import MultiDict
 
 from app.api.serializers import backup_json, health_json, job_json, run_json
 from app.extensions import get_db
+from app.forms.schedule import ScheduleForm
 from app.notify_cli import notify_cli
 from app.services import runs
-from app.services.backup_tasks import restore_now
+from app.services.backup_tasks import BACKUP_TASK, restore_now
 from app.services.backups import BackupNotFound
 from app.services.catalogue import catalogued_backups
 from app.services.registry import TASKS, task_named
 from app.services.runner import TaskBusy, run_task_now
 from app.services.schedules import MAX_HOURS, MIN_HOURS, MODES, save_schedule
 from app.services.status import scheduler_health, task_status
-from app.settings.forms import ScheduleForm
 from app.web import file_size
-
-BACKUP_TASK = "backup_db"
 
 backup_cli = AppGroup("backup", help="Make and list database backups.")
 scheduler_cli = AppGroup("scheduler", help="Inspect and set schedules.")

@@ -6,10 +6,10 @@ from flask import current_app, jsonify, request
 
 from app.api.routes import _json_body, bp, iso
 from app.extensions import get_db
+from app.forms.notifications import NotificationsForm, notification_formdata_from_json
 from app.services.notification_sends import SendResult
 from app.services.notification_settings import EVENTS, load_config, public_view, save_config
 from app.services.notifications import send_test
-from app.settings.notification_form import NotificationsForm, notification_formdata_from_json
 
 
 def _timezone() -> str:

@@ -11,22 +11,20 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from app.api.serializers import backup_json, busy_json, health_json, iso, job_json, run_json
 from app.extensions import csrf, get_db
+from app.forms.schedule import ScheduleForm, formdata_from_json
 from app.services import runs
-from app.services.backup_tasks import start_restore_in_background
+from app.services.backup_tasks import BACKUP_TASK, start_restore_in_background
 from app.services.backups import BackupError, BackupNotFound, resolve_backup
-from app.services.catalogue import catalogued_backups, delete_catalogued
+from app.services.catalogue import catalogued_backup, catalogued_backups, delete_catalogued
 from app.services.registry import TASKS, Task, task_named
 from app.services.runner import TaskBusy, run_task_now, start_task_in_background
 from app.services.scheduler import ENTRY_POINT, stored_jobs
 from app.services.schedules import Schedule, save_schedule
 from app.services.status import scheduler_health, task_status
 from app.services.uploads import accept_upload
-from app.settings.forms import ScheduleForm, formdata_from_json
 from app.web import staged_upload
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
-
-BACKUP_TASK = "backup_db"
 
 
 @bp.before_request
@@ -92,7 +90,9 @@ def backup_db():
         return jsonify(error=str(busy), running=busy_json(busy.running, BACKUP_TASK, _timezone())), 409
     if outcome.error is not None:
         return jsonify(error=str(outcome.error), run=run_json(outcome.run, _timezone())), outcome.error.status_code
-    return jsonify(outcome.result["backup"].as_dict() | {"run_id": outcome.run.id}), 200
+    made = outcome.result["backup"]
+    entry = catalogued_backup(get_db(), _backups_dir(), made.name)
+    return jsonify(backup_json(entry, _timezone()) | {"duration_ms": made.duration_ms, "run_id": outcome.run.id}), 200
 
 
 def _backups_dir() -> Path:

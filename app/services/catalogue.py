@@ -100,6 +100,11 @@ def catalogued_backups(db: Database, backups_dir: Path) -> list[CataloguedBackup
     return [_merge(backup, records.get(backup.name)) for backup in files]
 
 
+def catalogued_backup(db: Database, backups_dir: Path, name: str) -> CataloguedBackup | None:
+    """One file's listing entry (the shape every surface shows a backup in)."""
+    return next((entry for entry in catalogued_backups(db, backups_dir) if entry.name == name), None)
+
+
 def _merge(backup: BackupFile, record: BackupRecord | None) -> CataloguedBackup:
     known = record is not None and record.size == backup.size
     return CataloguedBackup(

@@ -5,9 +5,9 @@ from __future__ import annotations
 from flask import current_app, flash, redirect, render_template, request, url_for
 
 from app.extensions import get_db
+from app.forms.notifications import NotificationsForm
 from app.services.notification_settings import load_config, public_view, save_config
 from app.services.notifications import send_test
-from app.settings.notification_form import NotificationsForm
 from app.settings.pages import PAGE_NEEDS, bp, page_context
 from app.web import is_htmx
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
 
 from app.extensions import get_db
+from app.forms.schedule import ScheduleForm
 from app.models import utcnow
 from app.services import retention, runs
 from app.services.backup_folder import folder_problem
@@ -24,7 +25,7 @@ from app.services.registry import TASKS, Task
 from app.services.schedules import ScheduleError, load_schedule, preview
 from app.services.sqlite_info import wal_reset_warning
 from app.services.status import poll_cursor, task_status
-from app.settings.forms import ScheduleForm, UploadForm
+from app.settings.forms import UploadForm
 from app.web import is_htmx, render_page_or_partial, zone_observes_dst
 
 bp = Blueprint("settings", __name__, url_prefix="/settings")

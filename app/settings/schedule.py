@@ -11,11 +11,11 @@ from __future__ import annotations
 from flask import abort, current_app, render_template, request
 
 from app.extensions import get_db
+from app.forms.schedule import MODE_FIELDS, ScheduleForm
 from app.services.registry import TASKS, Task
 from app.services.runner import TaskBusy, start_task_in_background
 from app.services.schedules import describe, save_schedule
 from app.services.status import announcement, finished_since, poll_cursor, task_status
-from app.settings.forms import MODE_FIELDS, ScheduleForm
 from app.settings.pages import (
     PAGE_NEEDS,
     base_context,

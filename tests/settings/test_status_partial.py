@@ -207,3 +207,16 @@ def test_run_backup_now_while_a_backup_holds_the_lock_answers_409(app, client, h
 
     assert response.status_code == 409
     assert "A backup is already running" in oob_toast(parse(response.get_data(as_text=True)), "alerts").text
+
+
+def test_a_missed_run_has_the_same_red_badge_in_the_status_and_the_history(client, db):
+    add_run(db, status="missed", trigger="scheduled", error="The scheduler was not running.", finished_at=utcnow())
+
+    result = status_region(client).definition("Last result").find("span", class_="badge")
+    history = parse(
+        client.get("/settings/schedule/backup_db/history", headers={"HX-Request": "true"}).get_data(as_text=True)
+    )
+    row_badge = history.by_id("history-backup_db").find("span", class_="badge")
+
+    assert (result.text, result.classes) == ("Missed", ["badge", "bad"])
+    assert (row_badge.text, row_badge.classes) == ("Missed", ["badge", "bad"])

@@ -5,9 +5,9 @@ from __future__ import annotations
 from werkzeug.datastructures import MultiDict
 from wtforms import Form, SelectChoice, StringField, TextAreaField, ValidationError
 
+from app.forms.schedule import CheckboxListField
 from app.services.notification_settings import EVENTS, NotificationConfig
 from app.services.notification_urls import NotificationUrlError, mask, mask_ping, parse_ping_url, parse_urls
-from app.settings.forms import CheckboxListField
 
 JSON_FIELDS = {"urls": list, "events": list, "ping_url": str}
 
