@@ -9,7 +9,9 @@ dropped from the cache.
 The bare copy is measured twice: with SQLite's defaults (the target keeps a rollback
 journal and syncs at commit; this one carries the target), and with the target settings
 perform_sqlite_backup() uses (no journal, no syncs), for comparison. Both are fsynced at the
-end, as cp is, so every method leaves the same durable file.
+end, as cp is, so every method leaves the same durable file. perform_sqlite_backup() runs
+at the low priority it has since issue 15 (the target), and once more per round at normal
+priority, to show what yielding to everything else costs on this machine.
 """
 
 from __future__ import annotations
@@ -18,14 +20,16 @@ import shutil
 import sqlite3
 import subprocess
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
+from app.services import priority
 from app.services.backups import backup_lock, perform_sqlite_backup
 from bench.servers import run_dir
 from bench.stats import median, paired_ratio
 from bench.system import fsync_path, page_cache_fraction
 
-METHODS = ("cp", "copy", "copy_unjournaled", "backup")
+METHODS = ("cp", "copy", "copy_unjournaled", "backup", "backup_normal_priority")
 
 
 def measure_backup_cost(database: Path, repeats: int, log) -> dict:
@@ -46,6 +50,9 @@ def measure_backup_cost(database: Path, repeats: int, log) -> dict:
             if method == "backup":
                 seconds, phase_times = _perform_backup(database, folder / "backups")
                 phases.append(phase_times)
+            elif method == "backup_normal_priority":
+                with _priority_left_alone():
+                    seconds, _ = _perform_backup(database, folder / "backups")
             else:
                 seconds = _backup_api_copy(database, folder / "api-copy.sqlite3", method == "copy_unjournaled")
             times[method].append(seconds)
@@ -71,7 +78,21 @@ def measure_backup_cost(database: Path, repeats: int, log) -> dict:
         "copy_ratio": paired_ratio(times["copy"], baselines["copy"]),
         "copy_unjournaled_ratio": paired_ratio(times["copy_unjournaled"], baselines["copy_unjournaled"]),
         "backup_ratio": paired_ratio(times["backup"], baselines["backup"]),
+        "backup_normal_priority_ratio": paired_ratio(
+            times["backup_normal_priority"], baselines["backup_normal_priority"]
+        ),
     }
+
+
+@contextmanager
+def _priority_left_alone():
+    """perform_sqlite_backup() as before issue 15: its threads keep normal priority (comparison only)."""
+    lower = priority.lower_current_thread
+    priority.lower_current_thread = lambda: None
+    try:
+        yield
+    finally:
+        priority.lower_current_thread = lower
 
 
 def _cp_and_fsync(source: Path, target: Path) -> float:

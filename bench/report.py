@@ -132,6 +132,8 @@ def _backup_cost(cost: dict) -> list[str]:
         f"     same, no journal or sync {m['copy_unjournaled']:8.2f} s   {_spread(cost['copy_unjournaled_ratio'])}"
         "   (the target settings of perform_sqlite_backup; not a target)",
         f"   perform_sqlite_backup()    {m['backup']:8.2f} s   {_spread(cost['backup_ratio'])}   ({phases} s)",
+        f"     same, normal priority    {m['backup_normal_priority']:8.2f} s   "
+        f"{_spread(cost['backup_normal_priority_ratio'])}   (as before issue 15; not a target)",
     ]
 
 
