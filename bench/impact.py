@@ -26,6 +26,7 @@ MIN_ROUNDS, MAX_ROUNDS = 5, 15  # five paired rounds at least: a median and a sp
 BACKUP_SECONDS_WANTED = 30.0  # rounds continue until backups covered this long, for enough samples
 SETTLE_SECONDS = 2.0  # after a backup, not counted as idle (the deferred WAL checkpoint runs here)
 WARMUP_SECONDS = 3.0
+MIN_SAMPLES_PER_WINDOW = 20  # a round's p99 from fewer is one sample's luck (short backups of small databases)
 BACKUP_TIMEOUT_SECONDS = 600
 
 
@@ -199,14 +200,19 @@ def _summarize(writes: dict, http_samples: list, windows: dict, backups: list[di
     http = [(a.started, a.seconds) for a in http_samples if a.ok]
     writes_ok = [(t, seconds) for t, seconds, error in write_samples if not error]
     for kind, samples in (("http", http), ("write", writes_ok)):
-        idle_p99 = [percentile([v for t, v in samples if _in([idle], t)], 99) for idle, _ in rounds]
-        busy_p99 = [percentile([v for t, v in samples if _in([busy], t)], 99) for _, busy in rounds]
+        idle_p99 = [_p99([v for t, v in samples if _in([idle], t)]) for idle, _ in rounds]
+        busy_p99 = [_p99([v for t, v in samples if _in([busy], t)]) for _, busy in rounds]
         pairs = [(busy, idle) for busy, idle in zip(busy_p99, idle_p99, strict=True) if busy and idle]
         result[f"{kind}_p99_ratio"] = paired_ratio([busy for busy, _ in pairs], [idle for _, idle in pairs])
         result[f"{kind}_p99_ms_by_round"] = [
             [_ms(idle), _ms(busy)] for busy, idle in zip(busy_p99, idle_p99, strict=True)
         ]
     return result
+
+
+def _p99(seconds: list[float]) -> float | None:
+    """A window's p99, or None (the round does not count) when it holds too few samples to have one."""
+    return percentile(seconds, 99) if len(seconds) >= MIN_SAMPLES_PER_WINDOW else None
 
 
 def _ms(seconds: float | None) -> float | None:
