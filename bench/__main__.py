@@ -25,6 +25,7 @@ from bench.system import CpuWatch
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 MEASUREMENTS = ("impact", "backup", "restore", "polling", "weight", "scheduler")
 QUICK_MEASUREMENTS = ("impact", "backup", "restore")  # issue 15's targets, in about 2-3 minutes
+QUICK_REPEATS = 3
 QUIET_SAMPLE_SECONDS = 3.0
 BUSY_WARNING_PERCENT = 10.0  # of one core, used by processes other than the benchmark
 
@@ -32,7 +33,11 @@ BUSY_WARNING_PERCENT = 10.0  # of one core, used by processes other than the ben
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--size-mb", type=int, default=1024, help="database size in MiB (default 1024; 64 is quick)")
-    parser.add_argument("--repeats", type=int, default=5, help="rounds of the backup-cost comparison (default 5)")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        help="paired rounds of the backup and restore cost comparisons (default 5, 3 with --quick)",
+    )
     parser.add_argument(
         "--fires", type=int, default=5, help="scheduled runs to time, one a minute (default 5; 0 skips them)"
     )
@@ -40,7 +45,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help=f"only {', '.join(QUICK_MEASUREMENTS)} (unless --only), the impact in its fewest rounds",
+        help=f"only {', '.join(QUICK_MEASUREMENTS)} (unless --only), {QUICK_REPEATS} rounds of each",
     )
     parser.add_argument(
         "--synthetic-load",
@@ -58,6 +63,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="wait up to this long for other processes to leave the CPU idle before measuring (default 0)",
     )
     args = parser.parse_args(argv)
+    args.repeats = args.repeats or (QUICK_REPEATS if args.quick else 5)
     only = args.only or ",".join(QUICK_MEASUREMENTS if args.quick else MEASUREMENTS)
     args.only = [name.strip() for name in only.split(",") if name.strip()]
     unknown = set(args.only) - set(MEASUREMENTS)

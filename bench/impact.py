@@ -23,6 +23,7 @@ WRITE_INTERVAL = 0.02  # 50 commits/s
 HTTP_INTERVAL = 0.05  # 20 requests/s, alternating the two pages
 PAGES = (("/settings", {}), ("/settings/schedule/status", HTMX))
 MIN_ROUNDS, MAX_ROUNDS = 5, 15  # five paired rounds at least: a median and a spread
+QUICK_ROUNDS = 3
 BACKUP_SECONDS_WANTED = 30.0  # rounds continue until backups covered this long, for enough samples
 SETTLE_SECONDS = 2.0  # after a backup, not counted as idle (the deferred WAL checkpoint runs here)
 WARMUP_SECONDS = 3.0
@@ -31,7 +32,7 @@ BACKUP_TIMEOUT_SECONDS = 600
 
 
 def measure_impact(database: Path, log, quick: bool = False) -> dict:
-    """Latency of commits and pages with and without a backup running (``quick``: the fewest rounds)."""
+    """Latency of commits and pages with and without a backup running (``quick``: three rounds)."""
     server = start_server("impact", database=database)
     context = multiprocessing.get_context("spawn")
     stop = context.Event()
@@ -59,7 +60,9 @@ def measure_impact(database: Path, log, quick: bool = False) -> dict:
             covered += backup["seconds"]
             log(f"  backup {round_number + 1}: {backup['seconds']:.2f} s ({backup['status']})")
             time.sleep(SETTLE_SECONDS)
-            if round_number + 1 >= MIN_ROUNDS and (quick or covered >= BACKUP_SECONDS_WANTED):
+            if round_number + 1 >= (QUICK_ROUNDS if quick else MIN_ROUNDS) and (
+                quick or covered >= BACKUP_SECONDS_WANTED
+            ):
                 break
         windows["idle"].append((time.monotonic(), time.monotonic() + 5.0))
         time.sleep(5.0)
