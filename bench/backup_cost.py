@@ -16,6 +16,7 @@ priority, to show what yielding to everything else costs on this machine.
 
 from __future__ import annotations
 
+import logging
 import shutil
 import sqlite3
 import subprocess
@@ -125,21 +126,48 @@ def _backup_api_copy(source: Path, target: Path, unjournaled: bool = False) -> f
     return seconds
 
 
+class _ThreadTimes(logging.Handler):
+    """Keeps what run_at_low_priority() logs of its thread: seconds on a CPU and waiting for one."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.seen: list[tuple[float, float]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.args and record.args[0] == "backup":
+            self.seen.append((record.args[1], record.args[2]))
+
+
 def _perform_backup(source: Path, backups_dir: Path) -> tuple[float, dict[str, float]]:
-    """The app's full backup (copy, verification, fsync, rename), with time per phase."""
+    """The app's full backup (copy, verification, fsync, rename), with time per phase.
+
+    Also the backup thread's time on a CPU and in the run queue (the copy and quick_check;
+    the hash and fsync run in threads of their own), which says how much it yielded.
+    """
     marks: list[tuple[str, float]] = []
+    times = _ThreadTimes()
+    logger = logging.getLogger(priority.__name__)
+    logger.addHandler(times)
+    level = logger.level
+    logger.setLevel(logging.INFO)
 
     def progress(phase: str, _percent: int | None) -> None:
         if not marks or marks[-1][0] != phase:
             marks.append((phase, time.monotonic()))
 
-    with backup_lock(source) as lock:
-        if not lock.try_acquire():
-            raise RuntimeError(f"another backup of {source} is running")
-        started = time.monotonic()
-        result = perform_sqlite_backup(source, backups_dir, kind="manual", progress=progress)
-        seconds = time.monotonic() - started
+    try:
+        with backup_lock(source) as lock:
+            if not lock.try_acquire():
+                raise RuntimeError(f"another backup of {source} is running")
+            started = time.monotonic()
+            result = perform_sqlite_backup(source, backups_dir, kind="manual", progress=progress)
+            seconds = time.monotonic() - started
+    finally:
+        logger.removeHandler(times)
+        logger.setLevel(level)
     result.path.unlink()
     ends = [at for _, at in marks[1:]] + [started + seconds]
     phase_times = {phase: round(end - at, 3) for (phase, at), end in zip(marks, ends, strict=True)}
+    if times.seen:
+        phase_times["thread on a CPU"], phase_times["thread waiting for a CPU"] = (round(t, 3) for t in times.seen[-1])
     return seconds, phase_times

@@ -90,6 +90,9 @@ def run_at_low_priority(work: Callable[[Relay], T], *, name: str, report: Relay 
         except BaseException as exc:
             outcome["error"] = exc
         finally:
+            on_cpu, waiting = cpu_and_wait_seconds()
+            # Long waits for a CPU mean the machine was busy: the work yielded, as it should.
+            log.info("%s: %.2f s on a CPU, %.2f s waiting for one", name, on_cpu, waiting)
             outbox.put(_DONE)
 
     worker = threading.Thread(target=body, name=name, daemon=True)
@@ -134,6 +137,16 @@ def thread_priority(thread_id: int | None = None) -> ThreadPriority:
     if value < 0:
         return ThreadPriority(nice, None, None)
     return ThreadPriority(nice, value >> IOPRIO_CLASS_SHIFT, value & ((1 << IOPRIO_CLASS_SHIFT) - 1))
+
+
+def cpu_and_wait_seconds(thread_id: int | None = None) -> tuple[float, float]:
+    """Seconds a thread of this process has run on a CPU and waited in a run queue (schedstat)."""
+    thread_id = thread_id or threading.get_native_id()
+    try:
+        on_cpu, waiting, _slices = Path(f"/proc/self/task/{thread_id}/schedstat").read_text().split()
+    except (OSError, ValueError):  # a kernel without schedstats
+        return 0.0, 0.0
+    return int(on_cpu) / 1e9, int(waiting) / 1e9
 
 
 def _syscall(number: int, *args: int) -> int:
