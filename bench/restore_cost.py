@@ -1,8 +1,10 @@
 """Restore cost: the copy into the live database and the whole restore, against ``cp`` + fsync.
 
 The live database is a WAL copy of the dataset, and the backup restored is a verified
-backup of it, as in production. Rounds alternate cp+fsync of the backup file with a
-restore, so both see the same page cache. A writer in another process commits every
+backup of it, as in production. Paired rounds: the copy phase and the whole restore each
+run beside a cp + fsync of the backup file (cp first in every other pair), so both sides
+see the same page cache and load; each ratio is the median of the per-pair ratios, with
+their spread. A writer in another process commits every
 10 ms during one more restore (busy timeout above the copy time): it must see no
 "database is locked", and its longest stall is compared with the copy phase. The same
 writer during a backup of a rollback-journal database shows what that mode costs
@@ -23,7 +25,7 @@ from app.services.restore import copy_into_live, restore_backup
 from bench.backup_cost import _cp_and_fsync
 from bench.impact import write_loop
 from bench.servers import run_dir
-from bench.stats import median, ratio
+from bench.stats import median, paired_ratio
 
 WRITE_INTERVAL = 0.010
 WRITER_BUSY_TIMEOUT_SECONDS = 120  # above any copy time here: the writer waits, it must not fail
@@ -38,17 +40,33 @@ def measure_restore_cost(database: Path, repeats: int, log) -> dict:
     state.create_tables()
     backups = folder / "backups"
     backup = perform_sqlite_backup(live, backups, kind="manual").path
-    times: dict[str, list[float]] = {"cp": [], "copy": [], "restore": []}
+    times: dict[str, list[float]] = {"copy": [], "restore": []}
+    baselines: dict[str, list[float]] = {"copy": [], "restore": []}
     phases: list[dict[str, float]] = []
+
+    def copy() -> float:
+        return _timed(lambda: copy_into_live(backup, live, 60, lambda percent: None))
+
+    def whole() -> float:
+        seconds, phase_times = _whole_restore(live, backups, state, backup.name)
+        phases.append(phase_times)
+        _drop_safety_backups(backups)
+        return seconds
+
     try:
         for round_number in range(repeats):
-            times["cp"].append(_cp_and_fsync(backup, folder / "cp-copy.sqlite3"))
-            times["copy"].append(_timed(lambda: copy_into_live(backup, live, 60, lambda percent: None)))
-            seconds, phase_times = _whole_restore(live, backups, state, backup.name)
-            times["restore"].append(seconds)
-            phases.append(phase_times)
-            _drop_safety_backups(backups)
-            log(f"  round {round_number + 1}/{repeats}: " + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in times.items()))
+            # Paired rounds: each subject beside its own cp + fsync, cp first in every other pair.
+            for pair_number, (name, subject) in enumerate((("copy", copy), ("restore", whole))):
+                cp_first = (round_number + pair_number) % 2 == 0
+                if cp_first:
+                    baselines[name].append(_cp_and_fsync(backup, folder / "cp-copy.sqlite3"))
+                times[name].append(subject())
+                if not cp_first:
+                    baselines[name].append(_cp_and_fsync(backup, folder / "cp-copy.sqlite3"))
+            log(
+                f"  round {round_number + 1}/{repeats}: "
+                + ", ".join(f"{k} {v[-1]:.2f} s / cp {baselines[k][-1]:.2f} s" for k, v in times.items())
+            )
         writer_wal = _writer_during(live, lambda: copy_into_live(backup, live, 60, lambda percent: None))
         log(f"  writer during a restore copy: longest stall {writer_wal['longest_stall_ms']} ms")
         rollback = folder / "rollback.sqlite3"
@@ -58,17 +76,17 @@ def measure_restore_cost(database: Path, repeats: int, log) -> dict:
     finally:
         state.dispose()
         shutil.rmtree(folder, ignore_errors=True)
-    medians = {name: median(values) for name, values in times.items()}
+    seconds = {"cp": baselines["copy"] + baselines["restore"], **times}
     return {
         "source_bytes": database.stat().st_size,
         "repeats": repeats,
-        "seconds": {name: [round(value, 3) for value in values] for name, values in times.items()},
-        "median_seconds": {name: round(value, 3) for name, value in medians.items()},
+        "seconds": {name: [round(value, 3) for value in values] for name, values in seconds.items()},
+        "median_seconds": {name: round(median(values), 3) for name, values in seconds.items()},
         "restore_phase_median_seconds": {
             name: round(median([p.get(name, 0.0) for p in phases]), 3) for name in phases[0]
         },
-        "copy_ratio": ratio(medians["copy"], medians["cp"]),
-        "restore_ratio": ratio(medians["restore"], medians["cp"]),
+        "copy_ratio": paired_ratio(times["copy"], baselines["copy"]),
+        "restore_ratio": paired_ratio(times["restore"], baselines["restore"]),
         "writer_during_restore": writer_wal,
         "writer_during_rollback_journal_backup": writer_rollback,
     }

@@ -41,3 +41,20 @@ def ratio(value: float | None, baseline: float | None) -> float | None:
     if value is None or not baseline:
         return None
     return round(value / baseline, 2)
+
+
+def paired_ratio(subjects: Sequence[float], baselines: Sequence[float]) -> dict:
+    """Median and spread (min-max) of per-round ``subject / baseline`` ratios of paired rounds.
+
+    Each pair ran back to back under the same load, so a busy moment inflates both sides and
+    cancels in the ratio; the spread says how much noise was left.
+    """
+    ratios = [subject / baseline for subject, baseline in zip(subjects, baselines, strict=True) if baseline]
+    if not ratios:
+        return {"median": None, "min": None, "max": None, "rounds": 0}
+    return {
+        "median": round(statistics.median(ratios), 2),
+        "min": round(min(ratios), 2),
+        "max": round(max(ratios), 2),
+        "rounds": len(ratios),
+    }

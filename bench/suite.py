@@ -7,9 +7,10 @@ the background from the start; its server is up before the first measurement beg
 from __future__ import annotations
 
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 from bench.data import Dataset
+from bench.load import SyntheticLoad
 from bench.system import CpuWatch
 
 
@@ -22,22 +23,34 @@ class Run:
         self.timeline: list[tuple[str, float, float]] = []
 
     @contextmanager
-    def measure(self, name: str, key: str):
-        """Record the measurement stored under ``key``: its span, the machine's load, any failure."""
-        self.log(f"{name} ...")
+    def measure(self, name: str, key: str, load: bool = False):
+        """Record the measurement stored under ``key``: its span, the machine's load, any failure.
+
+        With ``load``, the synthetic load (bench/load.py) runs for the whole measurement.
+        """
+        self.log(f"{name} ..." + (" (with the synthetic load)" if load else ""))
         begin, watch = time.time(), CpuWatch()
+        synthetic = SyntheticLoad() if load else None
         try:
-            yield
+            with synthetic or nullcontext():
+                yield
         except Exception as exc:  # one failed measurement must not cost the others
             self.log(f"{name} failed: {type(exc).__name__}: {exc}")
             self.results[key] = {"error": f"{type(exc).__name__}: {exc}"}
         finally:
             self.timeline.append((name, begin, time.time()))
             self.results.setdefault(key, {})["machine"] = watch.stop()
+            self.results[key]["synthetic_load"] = synthetic.summary() if synthetic else None
 
 
-def run_suite(only: list[str], dataset: Dataset, repeats: int, fires: int, log) -> dict:
-    """Run the chosen measurements; return their results by key."""
+def run_suite(
+    only: list[str], dataset: Dataset, repeats: int, fires: int, log, load: bool = True, quick: bool = False
+) -> dict:
+    """Run the chosen measurements; return their results by key.
+
+    ``load`` runs the synthetic load during the impact and cost measurements (issue 15's
+    condition); ``quick`` keeps the impact measurement to its fewest rounds.
+    """
     run = Run(log)
     track = None
     if "scheduler" in only:
@@ -50,17 +63,17 @@ def run_suite(only: list[str], dataset: Dataset, repeats: int, fires: int, log) 
     if "impact" in only:
         from bench.impact import measure_impact
 
-        with run.measure("impact of a backup", "impact"):
-            run.results["impact"] = measure_impact(dataset.path, log)
+        with run.measure("impact of a backup", "impact", load):
+            run.results["impact"] = measure_impact(dataset.path, log, quick)
     if "backup" in only:
         from bench.backup_cost import measure_backup_cost
 
-        with run.measure("backup cost", "backup_cost"):
+        with run.measure("backup cost", "backup_cost", load):
             run.results["backup_cost"] = measure_backup_cost(dataset.path, repeats, log)
     if "restore" in only:
         from bench.restore_cost import measure_restore_cost
 
-        with run.measure("restore cost", "restore_cost"):
+        with run.measure("restore cost", "restore_cost", load):
             run.results["restore_cost"] = measure_restore_cost(dataset.path, repeats, log)
     if {"polling", "weight"} & set(only):
         _polling_and_weight(only, run)

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from app.services.errors import TaskError
 from app.services.locks import FileLock
+from app.services.priority import Relay, run_at_low_priority
 
 log = logging.getLogger(__name__)
 
@@ -134,9 +135,9 @@ def perform_sqlite_backup(
     temp_path = backups_dir / f"{TEMP_PREFIX}{secrets.token_hex(8)}{TEMP_SUFFIX}"
     try:
         report("copying", 0)
-        _snapshot(database_path, temp_path, busy_timeout, report)
-        report("verifying", None)
-        digest, size = _verify_and_hash(temp_path)
+        digest, size = run_at_low_priority(
+            lambda relay: _copy_and_verify(database_path, temp_path, busy_timeout, relay), name="backup", report=report
+        )
         report("finalizing", None)
         final_path, created_at = publish_backup(temp_path, backups_dir, kind)
     except BackupError:
@@ -234,6 +235,13 @@ def prepare_folder(backups_dir: Path) -> None:
         ) from exc
     if not os.access(backups_dir, os.W_OK | os.X_OK):
         raise BackupTargetError(f"The backup folder {backups_dir} is not writable.")
+
+
+def _copy_and_verify(database_path: Path, temp_path: Path, busy_timeout: float, report: Relay) -> tuple[str, int]:
+    """The heavy part of a backup (it runs at low priority): the copy, then its checks."""
+    _snapshot(database_path, temp_path, busy_timeout, report)
+    report("verifying", None)
+    return _verify_and_hash(temp_path)
 
 
 def _snapshot(database_path: Path, temp_path: Path, busy_timeout: float, report: Progress) -> None:

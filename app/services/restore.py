@@ -41,6 +41,7 @@ from app.services.backups import (
     resolve_backup,
 )
 from app.services.data_database import open_read_only, read_schema
+from app.services.priority import run_at_low_priority
 
 log = logging.getLogger(__name__)
 
@@ -120,12 +121,14 @@ def restore_backup(
         )
         catalogue.record_backup(db, safety.name, "pre-restore", safety.size, safety.sha256, safety.created_at)
         report("restoring", 0)
+        # At normal priority: the copy holds the live database's write lock, so every writer
+        # of the app waits for it to end; slowing it down would make them wait longer.
         try:
             copy_into_live(source, data_path, busy_timeout, lambda percent: report("restoring", percent))
         except BackupError as exc:
             raise RestoreError(f"{exc} The live data was not changed.") from exc
         report("verifying", None)
-        problem = quick_check(data_path)
+        problem = checked_at_low_priority(data_path)
         if problem:
             _roll_back(safety, data_path, busy_timeout, report, f"the restored database failed its check ({problem})")
     finally:
@@ -171,6 +174,11 @@ def quick_check(data_path: Path) -> str | None:
     return None if rows == [("ok",)] else "; ".join(str(row[0]) for row in rows[:3])
 
 
+def checked_at_low_priority(data_path: Path) -> str | None:
+    """:func:`quick_check` in a low-priority thread (it reads the whole database)."""
+    return run_at_low_priority(lambda relay: quick_check(data_path), name="restore-check")
+
+
 def live_page_size(data_path: Path) -> int:
     """The live database's page size (the default for a database with no page yet)."""
     with contextlib.closing(open_read_only(data_path)) as conn:
@@ -178,29 +186,38 @@ def live_page_size(data_path: Path) -> int:
 
 
 def _checked_source(path: Path, staged: Path, data_path: Path, db: Database, name: str) -> tuple[Path, str]:
-    """Run the read-only checks; return the file to copy from (maybe a staged copy) and its sha256."""
-    digest = sha256_of(path)
+    """Run the read-only checks; return the file to copy from (maybe a staged copy) and its sha256.
+
+    The file work runs at low priority; the catalogue's rows are read and written here.
+    """
+    digest = run_at_low_priority(lambda relay: sha256_of(path), name="restore-checks")
     recorded = catalogue.recorded_sha256(db, name)
     if recorded is not None and recorded != digest:
         raise BackupCheckError(
             f"The backup {name} has changed since it was made: its sha256 no longer matches the one recorded. "
             "It was not restored."
         )
+    source = run_at_low_priority(lambda relay: _staged_and_checked(path, staged, data_path), name="restore-checks")
+    catalogue.mark_verified(db, name)
+    return source, digest
+
+
+def _staged_and_checked(path: Path, staged: Path, data_path: Path) -> Path:
+    """The file to copy from: the backup, or a copy with the live page size and no WAL flag; checked."""
     page_size, wal = read_header(path)
     wanted_page_size = live_page_size(data_path)
     source = path
     if wal or page_size != wanted_page_size:
         source = staged_copy(path, staged, wanted_page_size if page_size != wanted_page_size else None)
     check_database(source)
-    catalogue.mark_verified(db, name)
-    return source, digest
+    return source
 
 
 def _roll_back(safety: BackupResult, data_path: Path, busy_timeout: float, report: Progress, why: str) -> None:
     report("rolling back", 0)
     try:
         copy_into_live(safety.path, data_path, busy_timeout, lambda percent: report("rolling back", percent))
-        problem = quick_check(data_path)
+        problem = checked_at_low_priority(data_path)
     except BackupError as exc:
         problem = str(exc)
     if problem:
