@@ -16,7 +16,7 @@ import pytest
 from app.services import backups, priority, restore
 from app.services.backups import perform_sqlite_backup
 from app.services.priority import IOPRIO_CLASS_IDLE, NICE, run_at_low_priority, thread_priority
-from app.tasks import run_task_now
+from app.services.runner import run_task_now
 from tests.services.test_backups import make_database
 from tests.support.data import fill_items
 
