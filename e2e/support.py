@@ -67,9 +67,9 @@ def history_region(page: Page, title: str = "Database backup") -> Locator:
     return page.get_by_role("region", name=f"Run history of {title}")
 
 
-def status_value(page: Page, term: str) -> Locator:
-    """The value (``<dd>``) shown beside a status term such as "Next run"."""
-    row = status_region(page).locator("div").filter(has=page.get_by_role("term").get_by_text(term, exact=True))
+def status_value(page: Page, term: str, title: str = "Database backup") -> Locator:
+    """The value (``<dd>``) shown beside a status term such as "Next run", in one task's status."""
+    row = status_region(page, title).locator("div").filter(has=page.get_by_role("term").get_by_text(term, exact=True))
     return row.get_by_role("definition")
 
 

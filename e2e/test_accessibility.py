@@ -181,3 +181,17 @@ def test_an_error_then_a_success_has_no_violations(settings_page, pytestconfig):
     backup_section(page).get_by_role("button", name="Save schedule").click()
     expect(toasts(page)).to_contain_text("Database backup schedule saved")
     audit(page, "error-then-success", pytestconfig)
+
+
+def test_two_task_sections_with_errors_in_one_have_no_violations(settings_page, pytestconfig):
+    page = settings_page
+    backup = backup_section(page)
+    verification = backup_section(page, "Backup verification")
+    expect(verification.get_by_label("Strategy")).to_have_value("disabled")
+    choose_strategy(page, "Cron expression")
+    backup.get_by_label("Cron expression").fill("61 * * * *")
+    backup.get_by_role("button", name="Save schedule").click()
+    expect(backup.locator(".error-summary")).to_be_visible()
+    expect(verification.locator(".error-summary")).to_have_count(0)
+    expect(verification.locator("[aria-invalid]")).to_have_count(0)
+    audit(page, "two-tasks-one-with-errors", pytestconfig)

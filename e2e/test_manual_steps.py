@@ -577,3 +577,55 @@ def test_step_18_see_a_failure_notification(start_server, page, tmp_path):
         wait_for(lambda: counted_runs(server) == [2], timeout=10)  # the second failure was taken into account
         assert len(webhook.posts()) == 1  # ... and it is the same state: no second message
     assert unexpected_console_errors(page) == []
+
+
+def verification_section(page):
+    return backup_section(page, "Backup verification")
+
+
+def test_step_19_verify_backups(live_server, page, pytestconfig):
+    first, second = make_backup(live_server), make_backup(live_server)
+    open_settings(page, live_server)
+    section = verification_section(page)
+    expect(section.get_by_role("heading", name="Backup verification", exact=True)).to_be_visible()
+
+    section.get_by_label("Strategy").select_option(label="Weekly")
+    expect(section.get_by_role("group", name="Weekdays")).to_be_visible()
+    section.get_by_role("checkbox", name="Sunday").check()
+    section.get_by_label("Time of day").fill("04:00")
+    section.get_by_role("button", name="Save schedule").click()
+    expect(toasts(page)).to_contain_text("Backup verification schedule saved: Every Sunday at 04:00.")
+    expect(status_value(page, "Next run", "Backup verification")).to_contain_text("04:00")
+
+    section.get_by_role("button", name="Run verification now").click()
+    expect(toasts(page)).to_contain_text("Verification finished: 2 backup(s) verified.", timeout=10_000)
+    expect(status_value(page, "Last result", "Backup verification")).to_contain_text("Success")
+    expect(history_region(page, "Backup verification").get_by_role("row").nth(1)).to_contain_text("Manual")
+    for name in (first, second):
+        expect(backup_rows(page).filter(has_text=name).locator("time").nth(1)).to_be_visible()  # Verified
+    folder = pytestconfig.rootpath / pytestconfig.getoption("--output") / "screenshots"
+    folder.mkdir(parents=True, exist_ok=True)
+    for width in (1280, 360):
+        page.set_viewport_size({"width": width, "height": 900})
+        page.screenshot(path=folder / f"schedule-two-tasks-{width}.png", full_page=True)
+    assert unexpected_console_errors(page) == []
+
+
+def test_step_20_a_damaged_backup_is_caught(live_server, page):
+    name = make_backup(live_server)
+    path = live_server.instance / "backups" / name
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    path.write_bytes(bytes(raw))
+    open_settings(page, live_server)
+
+    verification_section(page).get_by_role("button", name="Run verification now").click()
+
+    expect(alerts(page)).to_contain_text(
+        f"Verification failed: 1 of 1 backup(s) failed verification: {name}", timeout=10_000
+    )
+    expect(status_value(page, "Last result", "Backup verification")).to_contain_text("Failed")
+    expect(backup_rows(page).filter(has_text=name)).to_contain_text("Damaged")
+    code, body = live_server.request("GET", "/healthz")
+    assert code == 503
+    assert any(reason.startswith("The last Backup verification run failed:") for reason in body["reasons"])
