@@ -14,6 +14,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -46,6 +47,9 @@ TICK_SECONDS = 1.0  # how often the leader checks for saved schedules (applied w
 HEARTBEAT_SECONDS = 2.0
 FOLLOWER_RETRY_SECONDS = 3.0  # a follower takes over within this (+ start-up) after the leader dies
 STALE_AFTER_SECONDS = 15.0
+# The leader's cheap tick checks schedule versions; these look further, less often.
+FULL_CHECK_SECONDS = 60.0  # every stored job against its schedule (unpickles each job)
+RUN_CHECK_SECONDS = 5.0  # runs whose process died (a killed worker's backup)
 LOCK_WAIT_SECONDS = 30 * 60  # a scheduled run waits this long for a running manual backup
 
 # Read-only view of APScheduler's table, so any process can read next run times.
@@ -117,6 +121,7 @@ class SchedulerService:
         self._thread: threading.Thread | None = None
         self.leader_started_at: datetime | None = None
         self._last_heartbeat = 0.0
+        self._last_full_check = self._last_run_check = time.monotonic()
         with db.init_lock():
             SQLAlchemyJobStore(engine=db.engine, tablename=JOBS_TABLE).jobs_t.create(db.engine, checkfirst=True)
 
@@ -173,6 +178,7 @@ class SchedulerService:
         self._scheduler = scheduler
         self._close_interrupted_runs()
         self.reconcile()
+        self._last_full_check = self._last_run_check = time.monotonic()
         self._beat(force=True)
         scheduler.resume()
 
@@ -180,8 +186,14 @@ class SchedulerService:
         thread = getattr(self._scheduler, "_thread", None)
         if thread is None or not thread.is_alive():
             raise RuntimeError("the APScheduler thread died")
-        self.reconcile()
-        self._close_interrupted_runs()
+        now = time.monotonic()
+        full = now - self._last_full_check >= FULL_CHECK_SECONDS
+        if full:
+            self._last_full_check = now
+        self.reconcile(full=full)
+        if full or now - self._last_run_check >= RUN_CHECK_SECONDS:
+            self._last_run_check = now
+            self._close_interrupted_runs()
         self._beat()
         notifications.leader_tick(self.config, self.db)
 
@@ -197,13 +209,20 @@ class SchedulerService:
             _leader = None
         self._lock.release()
 
-    def reconcile(self) -> list[str]:
-        """Apply saved schedules whose version changed to the job store; return the tasks changed."""
+    def reconcile(self, full: bool = True) -> list[str]:
+        """Apply saved schedules whose version changed to the job store; return the tasks changed.
+
+        ``full`` also compares every stored job with its schedule (a job missing or left
+        over, a stage-1 entry point or trigger): that unpickles each job, so the leader does
+        it at start and once a minute, and checks only the versions every tick.
+        """
         changed = []
         with self.db.session() as session:
             configs = {row.task: row for row in session.scalars(select(ScheduleConfig))}
         for task in TASKS.values():
             config = configs.get(task.id)
+            if not full and (config is None or config.version == config.applied_version):
+                continue
             job = self._scheduler.get_job(task.id)
             up_to_date = config is None or config.version == config.applied_version
             if up_to_date and (job is not None) == (config is not None and config.mode != "disabled"):
