@@ -18,9 +18,9 @@ from app.services.backups import BackupError, BackupNotFound, resolve_backup
 from app.services.catalogue import catalogued_backup, catalogued_backups, delete_catalogued
 from app.services.registry import TASKS, Task, task_named
 from app.services.runner import TaskBusy, run_task_now, start_task_in_background
-from app.services.scheduler import ENTRY_POINT, stored_jobs
+from app.services.scheduler import ENTRY_POINT
 from app.services.schedules import Schedule, save_schedule
-from app.services.status import scheduler_health, task_status
+from app.services.status import scheduler_health, stored_jobs, task_status
 from app.services.uploads import accept_upload
 from app.web import staged_upload
 

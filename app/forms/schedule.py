@@ -13,6 +13,7 @@ from app.services.crontab import NEVER_RUNS
 from app.services.schedules import (
     MAX_HOURS,
     MIN_HOURS,
+    MODE_FIELDS,
     MODES,
     WEEKDAYS,
     Schedule,
@@ -21,13 +22,6 @@ from app.services.schedules import (
     parse_time_of_day,
 )
 
-MODE_FIELDS = {
-    "disabled": (),
-    "daily": ("time",),
-    "weekly": ("time", "weekdays"),
-    "cron": ("cron",),
-    "interval": ("every_hours",),
-}
 JSON_TYPES = {"mode": str, "time": str, "cron": str, "every_hours": int, "weekdays": list}
 MAX_TEXT = 200
 REQUIRED = "This field is required."

@@ -16,28 +16,27 @@ import socket
 import threading
 import time
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED
-from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
-from apscheduler.schedulers.base import STATE_STOPPED
-from sqlalchemy import column, select, table
+from sqlalchemy import select
 
 from app.db import Database
 from app.models import ScheduleConfig, SchedulerState, utcnow
 from app.services import notifications, runs
+from app.services.leader_scheduler import LeaderExecutor, LeaderScheduler, current_run_times
 from app.services.locks import FileLock
 from app.services.registry import TASKS
 from app.services.runner import TaskBusy, claim_task, close_interrupted_runs, complete_task
 from app.services.schedules import ScheduleError, build_trigger, schedule_from_row
+from app.services.status import JOBS_TABLE
 from app.services.trigger_migration import is_legacy_trigger, migrate_job
 
 log = logging.getLogger(__name__)
 
-JOBS_TABLE = "apscheduler_jobs"
 # The one job-store entry point of every task (called with the task id). Stored by name:
 # never rename it. Stage-1 jobs name app.tasks:scheduled_backup_job, which still works.
 ENTRY_POINT = "app.services.scheduler:run_scheduled_task"
@@ -46,61 +45,12 @@ LEGACY_ENTRY_POINTS = {"backup_db": "app.tasks:scheduled_backup_job"}
 TICK_SECONDS = 1.0  # how often the leader checks for saved schedules (applied within ~2 s)
 HEARTBEAT_SECONDS = 2.0
 FOLLOWER_RETRY_SECONDS = 3.0  # a follower takes over within this (+ start-up) after the leader dies
-STALE_AFTER_SECONDS = 15.0
 # The leader's cheap tick checks schedule versions; these look further, less often.
 FULL_CHECK_SECONDS = 60.0  # every stored job against its schedule (unpickles each job)
 RUN_CHECK_SECONDS = 5.0  # runs whose process died (a killed worker's backup)
 LOCK_WAIT_SECONDS = 30 * 60  # a scheduled run waits this long for a running manual backup
 
-# Read-only view of APScheduler's table, so any process can read next run times.
-_JOBS = table(JOBS_TABLE, column("id"), column("next_run_time"))
-_run_context = threading.local()
 _leader: SchedulerService | None = None
-
-
-class _RunTimesPool:
-    """Wraps the executor's thread pool to tell the job which fire time it is running for.
-
-    APScheduler 3 does not pass the scheduled time to the job function; we need it to
-    record ``scheduled_for`` and to tell a catch-up run from a punctual one.
-    """
-
-    def __init__(self, pool) -> None:
-        self._pool = pool
-
-    def submit(self, run_job, job, jobstore_alias, run_times, logger_name):
-        return self._pool.submit(_run_with_times, run_job, job, jobstore_alias, run_times, logger_name)
-
-    def shutdown(self, wait: bool = True) -> None:
-        self._pool.shutdown(wait)
-
-
-def _run_with_times(run_job, job, jobstore_alias, run_times, logger_name):
-    _run_context.run_times = run_times
-    try:
-        return run_job(job, jobstore_alias, run_times, logger_name)
-    finally:
-        _run_context.run_times = None
-
-
-class _LeaderExecutor(ThreadPoolExecutor):
-    def __init__(self, max_workers: int = 4) -> None:
-        super().__init__(max_workers)
-        self._pool = _RunTimesPool(self._pool)
-
-
-class LeaderScheduler(BackgroundScheduler):
-    """A BackgroundScheduler that does nothing once shut down.
-
-    APScheduler 3's loop runs ``_process_jobs`` once more after ``shutdown()`` wakes it:
-    a job due at that moment is "submitted" to the stopped executor (an error) and its
-    next run time is advanced in the store, so that run would be lost for the next leader.
-    """
-
-    def _process_jobs(self):
-        if self.state == STATE_STOPPED:
-            return None
-        return super()._process_jobs()
 
 
 class SchedulerService:
@@ -165,7 +115,7 @@ class SchedulerService:
         log.info("process %d is the scheduler leader", os.getpid())
         scheduler = LeaderScheduler(
             jobstores={"default": SQLAlchemyJobStore(engine=self.db.engine, tablename=JOBS_TABLE)},
-            executors={"default": _LeaderExecutor()},
+            executors={"default": LeaderExecutor()},
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": self.misfire_grace},
             timezone=self.timezone,
         )
@@ -313,7 +263,7 @@ def run_scheduled_task(task_id: str) -> None:
     if service is None:
         log.error("scheduled job %s fired outside a leader; ignored", task_id)
         return
-    run_times = getattr(_run_context, "run_times", None) or [None]
+    run_times = current_run_times() or [None]
     scheduled_for = run_times[-1]
     late = scheduled_for is not None and scheduled_for < service.leader_started_at
     trigger = "catch-up" if late else "scheduled"
@@ -336,33 +286,3 @@ def _record_skip(service: SchedulerService, task_id: str, scheduled_for: datetim
         runs.record_missed_run(service.db, task_id, scheduled_for or utcnow(), f"Skipped: {why}.")
     except Exception:
         log.exception("could not record the skipped %s run either", task_id)
-
-
-def read_next_run(db: Database, task_id: str) -> datetime | None:
-    """The next fire time the job store holds for a task (any process can read it)."""
-    with db.session() as session:
-        value = session.execute(select(_JOBS.c.next_run_time).where(_JOBS.c.id == task_id)).scalar_one_or_none()
-    if value is None:
-        return None
-    return datetime.fromtimestamp(value, tz=UTC)
-
-
-def stored_jobs(db: Database) -> list[tuple[str, datetime | None]]:
-    """(job id, next run time) for every job in APScheduler's store; None means paused."""
-    with db.session() as session:
-        rows = session.execute(select(_JOBS.c.id, _JOBS.c.next_run_time)).all()
-    return [(job_id, None if value is None else datetime.fromtimestamp(value, tz=UTC)) for job_id, value in rows]
-
-
-def read_leader_state(db: Database) -> tuple[SchedulerState | None, float | None]:
-    """The heartbeat row and its age in seconds (None when no leader ever ran)."""
-    with db.session() as session:
-        state = session.get(SchedulerState, 1)
-    if state is None:
-        return None, None
-    return state, (utcnow() - state.heartbeat_at).total_seconds()
-
-
-def heartbeat_is_fresh(age: float | None) -> bool:
-    """Whether a heartbeat of this age means the scheduler is running."""
-    return age is not None and age < STALE_AFTER_SECONDS

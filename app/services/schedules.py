@@ -21,13 +21,24 @@ from app.models import ScheduleConfig, ScheduleNotice, utcnow
 from app.services.cron_description import describe_crontab
 from app.services.crontab import NEVER_RUNS, CrontabError, CrontabTrigger, parse_crontab
 
-MODES = {
-    "disabled": "Disabled",
-    "daily": "Daily",
-    "weekly": "Weekly",
-    "cron": "Cron expression",
-    "interval": "Every N hours",
+
+@dataclass(frozen=True)
+class Mode:
+    """One strategy: its label and the fields it uses (the only table of them)."""
+
+    label: str
+    fields: tuple[str, ...]
+
+
+MODE_TABLE = {
+    "disabled": Mode("Disabled", ()),
+    "daily": Mode("Daily", ("time",)),
+    "weekly": Mode("Weekly", ("time", "weekdays")),
+    "cron": Mode("Cron expression", ("cron",)),
+    "interval": Mode("Every N hours", ("every_hours",)),
 }
+MODES = {name: mode.label for name, mode in MODE_TABLE.items()}
+MODE_FIELDS = {name: mode.fields for name, mode in MODE_TABLE.items()}
 WEEKDAYS = {
     "mon": "Monday",
     "tue": "Tuesday",
@@ -56,29 +67,23 @@ class Schedule:
     every_hours: int | None = None
 
     def normalized(self) -> Schedule:
-        """The same schedule with the other modes' fields cleared."""
-        if self.mode == "daily":
-            return Schedule("daily", time=self.time)
-        if self.mode == "weekly":
-            ordered = tuple(day for day in WEEKDAYS if day in self.weekdays)
-            return Schedule("weekly", time=self.time, weekdays=ordered)
-        if self.mode == "cron":
-            return Schedule("cron", cron=" ".join((self.cron or "").split()))
-        if self.mode == "interval":
-            return Schedule("interval", every_hours=self.every_hours)
-        return Schedule("disabled")
+        """The same schedule with the other modes' fields cleared (weekdays in week order, cron spaced once)."""
+        if self.mode not in MODE_TABLE:
+            return Schedule("disabled")
+        values = {
+            "time": self.time,
+            "weekdays": tuple(day for day in WEEKDAYS if day in self.weekdays),
+            "cron": " ".join((self.cron or "").split()),
+            "every_hours": self.every_hours,
+        }
+        return Schedule(self.mode, **{name: values[name] for name in MODE_TABLE[self.mode].fields})
 
     def as_dict(self) -> dict:
         """The JSON shape: ``mode`` plus the fields of that mode."""
         data: dict = {"mode": self.mode}
-        if self.mode in ("daily", "weekly"):
-            data["time"] = self.time
-        if self.mode == "weekly":
-            data["weekdays"] = list(self.weekdays)
-        if self.mode == "cron":
-            data["cron"] = self.cron
-        if self.mode == "interval":
-            data["every_hours"] = self.every_hours
+        for name in MODE_TABLE.get(self.mode, MODE_TABLE["disabled"]).fields:
+            value = getattr(self, name)
+            data[name] = list(value) if name == "weekdays" else value
         return data
 
 

@@ -7,17 +7,21 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from apscheduler.triggers.base import BaseTrigger
+from sqlalchemy import column, select, table
 
 from app.db import Database
 from app.models import JobRun, ScheduleNotice, SchedulerState, utcnow
 from app.services import runs
 from app.services.registry import Task
-from app.services.scheduler import heartbeat_is_fresh, read_leader_state, read_next_run
 from app.services.schedules import Schedule, ScheduleError, build_trigger, describe, load_schedule, next_fire_times
 from app.services.staleness import schedule_period
 from app.services.trigger_migration import read_notice
 
 UPCOMING_COUNT = 5
+JOBS_TABLE = "apscheduler_jobs"
+STALE_AFTER_SECONDS = 15.0  # a leader heartbeat older than this means the scheduler is not running
+# Read-only view of APScheduler's table, so any process can read next run times.
+_JOBS = table(JOBS_TABLE, column("id"), column("next_run_time"))
 
 
 @dataclass(frozen=True)
@@ -183,3 +187,33 @@ def announcement(task: Task, run: JobRun) -> tuple[str, str]:
             result = f"{result}. {run.detail}" if result else run.detail
         return "success", f"{what} finished: {result}".rstrip(": ")
     return "error", f"{what} {run.status}: {run.error or ''}".rstrip(": ")
+
+
+def read_next_run(db: Database, task_id: str) -> datetime | None:
+    """The next fire time the job store holds for a task (any process can read it)."""
+    with db.session() as session:
+        value = session.execute(select(_JOBS.c.next_run_time).where(_JOBS.c.id == task_id)).scalar_one_or_none()
+    if value is None:
+        return None
+    return datetime.fromtimestamp(value, tz=UTC)
+
+
+def stored_jobs(db: Database) -> list[tuple[str, datetime | None]]:
+    """(job id, next run time) for every job in APScheduler's store; None means paused."""
+    with db.session() as session:
+        rows = session.execute(select(_JOBS.c.id, _JOBS.c.next_run_time)).all()
+    return [(job_id, None if value is None else datetime.fromtimestamp(value, tz=UTC)) for job_id, value in rows]
+
+
+def read_leader_state(db: Database) -> tuple[SchedulerState | None, float | None]:
+    """The heartbeat row and its age in seconds (None when no leader ever ran)."""
+    with db.session() as session:
+        state = session.get(SchedulerState, 1)
+    if state is None:
+        return None, None
+    return state, (utcnow() - state.heartbeat_at).total_seconds()
+
+
+def heartbeat_is_fresh(age: float | None) -> bool:
+    """Whether a heartbeat of this age means the scheduler is running."""
+    return age is not None and age < STALE_AFTER_SECONDS

@@ -22,7 +22,7 @@ from app.services.backups import list_backups
 from app.services.catalogue import catalogued_backups
 from app.services.crontab import DST_RULE, DST_RULE_WILDCARD
 from app.services.registry import TASKS, Task
-from app.services.schedules import ScheduleError, load_schedule, preview
+from app.services.schedules import MODE_FIELDS, ScheduleError, load_schedule, preview
 from app.services.sqlite_info import wal_reset_warning
 from app.services.status import poll_cursor, task_status
 from app.settings.forms import UploadForm
@@ -31,7 +31,6 @@ from app.web import is_htmx, render_page_or_partial, zone_observes_dst
 bp = Blueprint("settings", __name__, url_prefix="/settings")
 
 HISTORY_LIMIT = 20
-PREVIEW_MODES = ("daily", "weekly", "cron", "interval")
 
 # What each region needs; a poll of the status computes only the status.
 REGION_NEEDS = {
@@ -72,7 +71,7 @@ def task_view(task: Task, needs=("form", "status", "history"), form: ScheduleFor
 def form_preview(form: ScheduleForm) -> dict | None:
     """What the form's (unsaved) schedule means, or its error (None for "Disabled")."""
     mode = form.mode.data
-    if mode not in PREVIEW_MODES:
+    if not MODE_FIELDS.get(mode):  # "Disabled" (or unknown) has nothing to preview
         return None
     if mode == "cron" and not (form.cron.data or "").strip():
         return {"error": None, "description": None, "upcoming": []}

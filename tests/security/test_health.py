@@ -11,8 +11,8 @@ import pytest
 from sqlalchemy import update
 
 from app.models import JobRun, ScheduleConfig, SchedulerState, utcnow
-from app.services.scheduler import STALE_AFTER_SECONDS
 from app.services.schedules import Schedule, save_schedule
+from app.services.status import STALE_AFTER_SECONDS
 from tests.security.support import PASSWORD, TOKEN
 
 HOURLY = Schedule("interval", every_hours=1)

@@ -21,9 +21,10 @@ from sqlalchemy import select
 from app.models import JobRun, ScheduleConfig, SchedulerState, utcnow
 from app.services import runs
 from app.services.backups import list_backups
-from app.services.scheduler import JOBS_TABLE, LeaderScheduler, SchedulerService, read_next_run
+from app.services.leader_scheduler import LeaderScheduler
+from app.services.scheduler import SchedulerService
 from app.services.schedules import Schedule, save_schedule
-from app.services.status import task_status
+from app.services.status import JOBS_TABLE, read_next_run, task_status
 from tests.support.waiting import wait_for
 
 TASK = "backup_db"
@@ -161,7 +162,7 @@ def leader_zone(service):
 
 
 def job_stored(db) -> bool:
-    from app.services.scheduler import stored_jobs
+    from app.services.status import stored_jobs
 
     return any(job_id == TASK for job_id, _ in stored_jobs(db))
 

@@ -23,9 +23,9 @@ from app.models import BackupRecord, Base, JobRun, ScheduleConfig, SchedulerStat
 from app.services.backup_tasks import restore_now
 from app.services.data_database import journal_mode
 from app.services.runner import run_task_now
-from app.services.scheduler import read_next_run, stored_jobs
 from app.services.schedules import Schedule, build_trigger
 from app.services.state_migration import MOVED_MARKER
+from app.services.status import read_next_run, stored_jobs
 from tests.support.data import fill_items, row_checksum
 from tests.support.waiting import wait_for
 

@@ -13,9 +13,10 @@ from sqlalchemy import column, select, table
 
 from app.models import ScheduleConfig
 from app.services.crontab import CrontabTrigger
-from app.services.scheduler import JOBS_TABLE, LeaderScheduler, SchedulerService, read_next_run
+from app.services.leader_scheduler import LeaderScheduler
+from app.services.scheduler import SchedulerService
 from app.services.schedules import Schedule, WallClockCronTrigger, next_fire_times, save_schedule
-from app.services.status import task_status
+from app.services.status import JOBS_TABLE, read_next_run, task_status
 from app.services.trigger_migration import read_notice
 from tests.settings.html_tree import parse
 from tests.support.waiting import wait_for
@@ -137,8 +138,9 @@ def test_stored_cron_line_that_cron_never_runs_is_unscheduled_with_a_notice(db, 
 
 def test_a_job_stored_with_the_stage_one_entry_point_keeps_its_fire_time_and_gets_the_one_entry_point(app, db):
     """Old job rows name app.tasks:scheduled_backup_job (the shim); the leader moves them over."""
-    from app.services.scheduler import ENTRY_POINT, read_next_run
+    from app.services.scheduler import ENTRY_POINT
     from app.services.schedules import build_trigger
+    from app.services.status import read_next_run
 
     save_schedule(db, TASK, Schedule("cron", cron="0 3 * * *"))
     with db.writer() as session:
