@@ -52,7 +52,6 @@ def create_app(test_config: dict | None = None) -> Flask:
     db = Database(settings.state_database_url, settings.state_database_path)
     db.create_tables()
     app.extensions["db"] = db
-    csrf.init_app(app)
 
     from app.services.backup_tasks import register_builtin_tasks
     from app.services.data_database import ensure_data_database
@@ -71,6 +70,9 @@ def create_app(test_config: dict | None = None) -> Flask:
     web.init_app(app)
     assets.init_app(app)
     auth.init_app(app)
+    # After the login check: the CSRF check reads the form, and a backup upload's form is
+    # streamed to disk; nobody but a logged-in user may make the app write that.
+    csrf.init_app(app)
     health.init_app(app)
     settings_pages.init_app(app)
     api.init_app(app)

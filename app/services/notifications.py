@@ -222,6 +222,8 @@ def check_stale_and_reminders(config: Mapping, db: Database) -> None:
     with db.session() as session:
         failing = list(session.scalars(select(NotificationState).where(NotificationState.state == "failing")))
     for row in failing:
+        if row.subject.endswith(":restore"):
+            continue  # a restore is a one-off action: its failure is told once, not reminded
         if row.notified_at is not None and now - row.notified_at < remind:
             continue
         change = advance(db, row.subject, "failing", now, remind, row.event, None)

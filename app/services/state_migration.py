@@ -29,6 +29,13 @@ log = logging.getLogger(__name__)
 JOBS_TABLE = "apscheduler_jobs"
 # Parents before children does not matter (no foreign keys); job rows last, they are checked.
 LEGACY_TABLES = ("schedule_config", "job_run", "scheduler_state", JOBS_TABLE)
+# The columns stage 1 created (a subset is enough: later versions may add columns).
+STAGE_ONE_COLUMNS = {
+    "schedule_config": {"task", "mode", "time", "weekdays", "cron", "every_hours", "version", "applied_version"},
+    "job_run": {"id", "task", "trigger", "status", "scheduled_for", "started_at", "finished_at", "pid", "phase"},
+    "scheduler_state": {"id", "leader_pid", "leader_host", "started_at", "heartbeat_at"},
+    JOBS_TABLE: {"id", "next_run_time", "job_state"},
+}
 MOVED_MARKER = "state_moved_from_data_database"
 DONE = "done"
 DROP_PREFIX = "drop:"
@@ -79,12 +86,20 @@ def _marker(state: Database) -> str | None:
 
 
 def _legacy_tables(data_path: Path) -> list[str]:
+    """Our stage-1 tables in the data file; [] unless the layout is ours beyond doubt.
+
+    The data may belong to another application with a table of the same name (any app
+    using APScheduler's job store has an ``apscheduler_jobs``): a table counts only with
+    the columns stage 1 gave it, and only when ``schedule_config`` and ``job_run`` (which
+    stage 1 always created together) are both there.
+    """
     with closing(sqlite3.connect(f"file:{data_path}?mode=ro", uri=True)) as conn:
         try:
-            names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            found = {name: {row[1] for row in conn.execute(f'PRAGMA table_info("{name}")')} for name in LEGACY_TABLES}
         except sqlite3.DatabaseError:
             return []  # not a database: the backup will say so, this is not ours to touch
-    return [name for name in LEGACY_TABLES if name in names]
+    ours = [name for name in LEGACY_TABLES if found[name] and STAGE_ONE_COLUMNS[name] <= found[name]]
+    return ours if {"schedule_config", "job_run"} <= set(ours) else []
 
 
 def _copy_rows(session, data_path: Path, tables: list[str], job_refs: Mapping[str, set[str]]) -> dict[str, int]:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from apscheduler.triggers.base import BaseTrigger
-from sqlalchemy import column, select, table
+from sqlalchemy import column, or_, select, table
 
 from app.db import Database
 from app.models import JobRun, ScheduleNotice, SchedulerState, utcnow
@@ -165,17 +165,24 @@ def task_health(
     return health, (row.updated_at if row is not None else None)
 
 
-def finished_since(db: Database, after: int, watched: set[int]) -> list[JobRun]:
-    """Runs that finished since a page last looked: newer than ``after``, or ``watched`` while running."""
-    return [run for run in runs.runs_after(db, after, also=watched) if run.status not in ("running",)]
+def poll_state(db: Database, after: int | None, watched: set[int]) -> tuple[list[JobRun], int, list[int]]:
+    """What a Schedule poll needs, read in one snapshot so that no run slips between two reads.
 
-
-def poll_cursor(db: Database, after: int, finished: list[JobRun]) -> tuple[int, list[int]]:
-    """What the next poll sends back: the newest run id seen, and the runs still going."""
-    newest = max([after, *(run.id for run in finished)])
-    running = runs.running_runs(db)
-    newest = max([newest, *(run.id for run in running)])
-    return newest, [run.id for run in running]
+    Returns the runs that finished since the page last looked (newer than ``after``, or
+    ``watched`` while running), the newest run id for the next poll, and the runs still
+    going (to watch). ``after`` None: a page that knew no run yet announces nothing.
+    """
+    with db.session() as session:
+        query = select(JobRun).where(or_(JobRun.id > (after or 0), JobRun.id.in_(watched), JobRun.status == "running"))
+        rows = list(session.scalars(query.order_by(JobRun.id)))
+    running = [run for run in rows if run.status == "running"]
+    finished = (
+        []
+        if after is None
+        else [run for run in rows if run.status != "running" and (run.id > after or run.id in watched)]
+    )
+    newest = max([after or 0, *(run.id for run in rows)])
+    return finished, newest, [run.id for run in running]
 
 
 def announcement(task: Task, run: JobRun) -> tuple[str, str]:

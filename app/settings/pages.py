@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
+from flask import Blueprint, current_app, flash, redirect, render_template, session, url_for
 
 from app.extensions import get_db
 from app.forms.schedule import ScheduleForm
@@ -24,7 +24,7 @@ from app.services.crontab import DST_RULE, DST_RULE_WILDCARD
 from app.services.registry import TASKS, Task
 from app.services.schedules import MODE_FIELDS, ScheduleError, load_schedule, preview
 from app.services.sqlite_info import wal_reset_warning
-from app.services.status import poll_cursor, task_status
+from app.services.status import poll_state, task_status
 from app.settings.forms import UploadForm
 from app.web import is_htmx, render_page_or_partial, zone_observes_dst
 
@@ -124,9 +124,10 @@ def page_context(needs: tuple[str, ...], **overrides) -> dict:
     if "backups" in context:
         context.setdefault("upload_form", UploadForm())
     if "tasks" in context:
-        after, running = poll_cursor(db, runs.newest_run_id(db), [])
-        # A page opened after starting a run (a restore's redirect) announces it even if it ended.
-        started = [int(part) for part in request.args.get("watch", "").split(",")[:5] if part.isdecimal()]
+        _finished, after, running = poll_state(db, runs.newest_run_id(db), set())
+        # A page opened right after starting a run (a restore's redirect) announces it even
+        # if it ended first; the id travels once, in the session, so a reload does not repeat it.
+        started = session.pop("watch_runs", []) if "watch_runs" in session else []
         context.setdefault("poll", {"after": after, "watch": sorted(set(running + started))})
         context.setdefault("any_running", any(view["status"].running for view in context["tasks"]))
     return context

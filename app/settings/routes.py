@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from flask import abort, current_app, flash, redirect, render_template, request, send_file, url_for
+from flask import abort, current_app, flash, redirect, render_template, request, send_file, session, url_for
 from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import RequestEntityTooLarge
 
@@ -183,7 +183,8 @@ def restore(name: str):
         "so this restore can be undone.",
         "info",
     )
-    return redirect(url_for("settings.index", watch=run.id, _anchor="status-backup_db"))
+    session["watch_runs"] = [run.id]  # the next page announces this run once, even if it ends first
+    return redirect(url_for("settings.index", _anchor="status-backup_db"))
 
 
 def _restore_page(name: str, form: RestoreForm, status: int = 200):

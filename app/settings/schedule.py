@@ -15,7 +15,7 @@ from app.forms.schedule import MODE_FIELDS, ScheduleForm
 from app.services.registry import TASKS, Task
 from app.services.runner import TaskBusy, start_task_in_background
 from app.services.schedules import describe, save_schedule
-from app.services.status import announcement, finished_since, poll_cursor, task_status
+from app.services.status import announcement, poll_state, task_status
 from app.settings.pages import (
     PAGE_NEEDS,
     base_context,
@@ -128,8 +128,7 @@ def schedule_status():
     db = get_db()
     after = request.args.get("after", type=int)  # absent: a page that knows no run yet
     watched = {int(part) for part in request.args.get("watch", "").split(",")[:MAX_WATCHED] if part.isdecimal()}
-    finished = finished_since(db, after, watched) if after is not None else []
-    cursor, running = poll_cursor(db, after or 0, finished)
+    finished, cursor, running = poll_state(db, after, watched)
     views = [_status(task) for task in TASKS.values()]
     toasts = [(f"run-{run.task}", announcement(TASKS[run.task], run)) for run in finished if run.task in TASKS]
     body = render_template(

@@ -6,6 +6,7 @@ import email
 import threading
 import time
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
@@ -298,3 +299,22 @@ def test_a_failed_verification_is_its_own_event(failing_app, monkeypatch):
         (post,) = http.posts()
         assert post.json()["title"] == "Backups: Backup verification failed"
         assert "its sha256 no longer matches" in post.json()["message"]
+
+
+def test_a_failed_restore_is_told_once_and_never_reminded(make_app, clock):
+    app = make_app(NOTIFY_TIMEOUT_SECONDS="2", NOTIFY_CLOCK=clock)
+    db = app.extensions["db"]
+    folder = Path(app.config["BACKUPS_DIR"])
+    folder.mkdir(parents=True, exist_ok=True)
+    name = "backup-20260101T000000.000000Z-uploaded.sqlite3"
+    (folder / name).write_bytes(b"not a database" * 100)
+    with HttpReceiver() as http:
+        configure(app, [f"json://127.0.0.1:{http.port}/hook"])
+        assert restore_now(app.config, db, name).error is not None
+        settle()
+        assert [post.json()["title"] for post in http.posts()] == ["Backups: restore failed"]
+        for _ in range(3):
+            clock.advance(hours=25)
+            notifications.check_stale_and_reminders(app.config, db)
+            settle()
+        assert len(http.posts()) == 1

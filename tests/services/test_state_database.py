@@ -256,3 +256,23 @@ def test_the_catalogue_is_filled_by_every_backup(app):
         record = session.get(BackupRecord, outcome.result["file"])
     assert (record.kind, record.sha256, record.size) == ("manual", outcome.result["sha256"], outcome.result["size"])
     assert record.verified_at is not None and record.verified_at <= datetime.now(UTC)
+
+
+def test_another_apps_tables_with_our_names_are_left_alone(make_app, tmp_path):
+    """A data file of another application may have an apscheduler_jobs or job_run of its own."""
+    data = tmp_path / "other-app.db"
+    conn = sqlite3.connect(data)
+    conn.execute("CREATE TABLE apscheduler_jobs (id TEXT PRIMARY KEY, next_run_time REAL, job_state BLOB)")
+    conn.execute("INSERT INTO apscheduler_jobs VALUES ('their_job', 1.0, x'00')")
+    conn.execute("CREATE TABLE job_run (id INTEGER PRIMARY KEY, customer TEXT, amount INTEGER)")
+    conn.execute("INSERT INTO job_run (customer, amount) VALUES ('acme', 12)")
+    conn.execute("CREATE TABLE schedule_config (name TEXT, cronline TEXT)")
+    conn.commit()
+    conn.close()
+    before = row_checksum(data)
+
+    app = make_app(DATABASE_URL=f"sqlite:///{data}")
+
+    assert tables(data) == {"apscheduler_jobs", "job_run", "schedule_config"}
+    assert row_checksum(data) == before
+    assert stored_jobs(app.extensions["db"]) == []

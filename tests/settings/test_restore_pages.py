@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import re
 import sqlite3
 from pathlib import Path
 
@@ -93,7 +92,7 @@ def test_the_typed_name_starts_the_restore_and_the_settings_page_says_so(app, cl
     answer = client.post(f"/settings/backups/{name}/restore", data={"confirm": name})
 
     assert answer.status_code == 302
-    assert re.search(r"/settings\?watch=\d+#status-backup_db$", answer.headers["Location"])
+    assert answer.headers["Location"].endswith("/settings#status-backup_db")
     page = parse(client.get("/settings").get_data(as_text=True))
     assert f"Restoring {name}" in page.by_id("toasts").text
     run = runs.latest_run(app.extensions["db"], "backup_db")
@@ -217,3 +216,32 @@ def test_an_oversized_upload_is_413_with_the_reason_next_to_the_field(make_app, 
     assert "larger than 1 MB" in fragment.by_id("file-error").text
     folder = Path(app.config["BACKUPS_DIR"])
     assert not folder.exists() or list(folder.iterdir()) == []
+
+
+def test_the_restore_is_announced_on_the_next_page_only_not_on_every_reload(app, client, data):
+    name = make_backup(client)
+    client.post(f"/settings/backups/{name}/restore", data={"confirm": name})
+    run = runs.latest_run(app.extensions["db"], "backup_db")
+    wait_for(lambda: runs.get_run(app.extensions["db"], run.id).status != "running", 30)
+
+    first = parse(client.get("/settings").get_data(as_text=True)).by_id("schedule-poll").attrs["hx-get"]
+    again = parse(client.get("/settings").get_data(as_text=True)).by_id("schedule-poll").attrs["hx-get"]
+
+    assert f"watch={run.id}" in first
+    assert f"watch={run.id}" not in again
+
+
+def test_an_anonymous_upload_is_refused_before_anything_is_written(make_app, tmp_path):
+    app = make_app(ADMIN_PASSWORD="correct horse battery", WTF_CSRF_ENABLED=True)
+    client = app.test_client()
+    folder = Path(app.config["BACKUPS_DIR"])
+    folder.mkdir(parents=True, exist_ok=True)
+
+    answer = client.post(
+        "/settings/backups/upload",
+        data={"file": (io.BytesIO(b"\0" * 200_000), "big.db")},
+        content_type="multipart/form-data",
+    )
+
+    assert answer.status_code in (302, 401)
+    assert list(folder.iterdir()) == []

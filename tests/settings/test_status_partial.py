@@ -220,3 +220,25 @@ def test_a_missed_run_has_the_same_red_badge_in_the_status_and_the_history(clien
 
     assert (result.text, result.classes) == ("Missed", ["badge", "bad"])
     assert (row_badge.text, row_badge.classes) == ("Missed", ["badge", "bad"])
+
+
+def test_a_finished_run_is_announced_once_by_the_poll(client, db):
+    add_run(db, status="running", pid=os.getpid())
+    first = parse(
+        client.get("/settings/schedule/status?after=0&watch=", headers={"HX-Request": "true"}).get_data(as_text=True)
+    )
+    poll = first.by_id("schedule-poll").attrs["hx-get"]
+    assert "watch=1" in poll and oob_toast(first, "toasts") is None  # still running: nothing to tell yet
+    with db.writer() as session:
+        run = session.get(JobRun, 1)
+        run.status, run.finished_at, run.file = "success", utcnow(), "backup-x.sqlite3"
+
+    second = client.get(poll, headers={"HX-Request": "true"})
+    third = client.get(
+        parse(second.get_data(as_text=True)).by_id("schedule-poll").attrs["hx-get"], headers={"HX-Request": "true"}
+    )
+
+    assert "Backup finished: backup-x.sqlite3" in oob_toast(parse(second.get_data(as_text=True)), "toasts").text
+    assert second.headers["HX-Trigger"] == "runs-finished"
+    assert oob_toast(parse(third.get_data(as_text=True)), "toasts") is None
+    assert "HX-Trigger" not in third.headers
