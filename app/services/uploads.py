@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import time
 from pathlib import Path
 from typing import BinaryIO
 
@@ -18,11 +19,13 @@ from app.services.backups import BackupResult, fsync_path, prepare_folder, publi
 
 UPLOAD_PREFIX = ".upload-"
 UPLOAD_SUFFIX = ".tmp"
+ABANDONED_AFTER_SECONDS = 24 * 3600
 
 
 def open_staged_upload(backups_dir: Path) -> tuple[Path, BinaryIO]:
     """A new owner-only file in the backup folder for an upload to stream into."""
     prepare_folder(backups_dir)
+    remove_abandoned_uploads(backups_dir)
     path = backups_dir / f"{UPLOAD_PREFIX}{secrets.token_hex(8)}{UPLOAD_SUFFIX}"
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
     return path, os.fdopen(fd, "w+b")
@@ -49,6 +52,19 @@ def accept_upload(db: Database, backups_dir: Path, staged: Path) -> BackupResult
         discard_upload(staged)
     catalogue.record_backup(db, final_path.name, "uploaded", size, digest, created_at)
     return BackupResult(final_path, size, digest, created_at, 0, "uploaded")
+
+
+def remove_abandoned_uploads(backups_dir: Path, older_than: float = ABANDONED_AFTER_SECONDS) -> list[str]:
+    """Remove staged uploads a killed worker left behind (untouched for a day: none is still arriving)."""
+    removed = []
+    for path in backups_dir.glob(f"{UPLOAD_PREFIX}*{UPLOAD_SUFFIX}"):
+        try:
+            if time.time() - path.stat().st_mtime > older_than:
+                discard_upload(path)
+                removed.append(path.name)
+        except FileNotFoundError:
+            continue
+    return removed
 
 
 def discard_upload(staged: Path) -> None:

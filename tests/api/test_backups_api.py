@@ -6,6 +6,7 @@ import io
 import os
 import shutil
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -272,3 +273,18 @@ def test_restore_of_a_listed_file_whose_copy_was_replaced_by_a_symlink_is_404(ap
     path.symlink_to(elsewhere)
     answer = client.post(f"{API}/{made['file']}/restore", json={"confirm": made["file"]})
     assert answer.status_code == 404
+
+
+def test_an_upload_left_by_a_killed_worker_is_removed_by_the_next_upload_after_a_day(app, client, tmp_path):
+    folder = Path(app.config["BACKUPS_DIR"])
+    folder.mkdir(parents=True, exist_ok=True)
+    abandoned, recent = folder / ".upload-0123456789abcdef.tmp", folder / ".upload-fedcba9876543210.tmp"
+    for path in (abandoned, recent):
+        path.write_bytes(b"partial")
+    day_ago = time.time() - 25 * 3600
+    os.utime(abandoned, (day_ago, day_ago))
+
+    assert upload(client, sqlite_bytes(tmp_path)).status_code == 201
+
+    assert not abandoned.exists()
+    assert recent.exists()  # it may still be arriving in another worker
