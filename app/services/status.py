@@ -12,7 +12,7 @@ from sqlalchemy import column, or_, select, table
 from app.db import Database
 from app.models import JobRun, ScheduleNotice, SchedulerState, utcnow
 from app.services import runs
-from app.services.registry import Task
+from app.services.registry import TASKS, Task
 from app.services.schedules import Schedule, ScheduleError, build_trigger, describe, load_schedule, next_fire_times
 from app.services.staleness import schedule_period
 from app.services.trigger_migration import read_notice
@@ -96,7 +96,7 @@ def task_status(config: Mapping, db: Database, task_id: str) -> TaskStatus:
         task=task_id,
         timezone=timezone,
         schedule=schedule,
-        description=describe(schedule) if trigger is not None or schedule.mode == "disabled" else "Invalid schedule",
+        description=_description(task_id, schedule, trigger),
         pending_apply=pending,
         next_run_at=next_run,
         trigger=trigger,
@@ -105,6 +105,13 @@ def task_status(config: Mapping, db: Database, task_id: str) -> TaskStatus:
         last_run=_last_finished(db, task_id),
         notice=read_notice(db, task_id),
     )
+
+
+def _description(task_id: str, schedule: Schedule, trigger: BaseTrigger | None) -> str:
+    if schedule.mode == "disabled":
+        task = TASKS.get(task_id)
+        return f"No automatic {task.noun}s." if task else describe(schedule)
+    return describe(schedule) if trigger is not None else "Invalid schedule"
 
 
 def _last_finished(db: Database, task_id: str) -> JobRun | None:

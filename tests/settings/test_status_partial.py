@@ -242,3 +242,10 @@ def test_a_finished_run_is_announced_once_by_the_poll(client, db):
     assert second.headers["HX-Trigger"] == "runs-finished"
     assert oob_toast(parse(third.get_data(as_text=True)), "toasts") is None
     assert "HX-Trigger" not in third.headers
+
+
+def test_each_task_says_its_own_words_when_not_scheduled(client):
+    poll = parse(client.get("/settings/schedule/status", headers={"HX-Request": "true"}).get_data(as_text=True))
+
+    assert poll.by_id("status-backup_db").definition("Schedule").text == "No automatic backups."
+    assert poll.by_id("status-verify_backups").definition("Schedule").text == "No automatic verifications."
