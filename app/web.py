@@ -7,11 +7,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from flask import Flask, Request, current_app, jsonify, render_template, request
+from flask import Flask, Request, abort, current_app, jsonify, render_template, request, send_file
 from markupsafe import Markup, escape
 from sqlalchemy.exc import OperationalError
 from werkzeug.datastructures import FileStorage
 
+from app.services.backups import BackupError, resolve_backup
 from app.services.uploads import discard_upload, open_staged_upload
 
 CONTENT_SECURITY_POLICY = "; ".join(
@@ -77,6 +78,15 @@ def staged_upload(field: str) -> tuple[FileStorage | None, Path | None]:
     if path is not None:
         upload.stream.close()
     return upload, path
+
+
+def send_backup(backups_dir: Path, name: str):
+    """A backup file by its exact listed name, as an attachment; 404 for any other name."""
+    try:
+        path = resolve_backup(backups_dir, name)
+    except BackupError:
+        abort(404)
+    return send_file(path, as_attachment=True, download_name=name, mimetype="application/vnd.sqlite3")
 
 
 def is_htmx() -> bool:

@@ -6,7 +6,7 @@ import sqlite3
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from flask import Blueprint, abort, current_app, g, jsonify, request, send_file
+from flask import Blueprint, abort, current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from app.api.serializers import backup_json, busy_json, health_json, iso, job_json, run_json
@@ -14,7 +14,7 @@ from app.extensions import csrf, get_db
 from app.forms.schedule import ScheduleForm, formdata_from_json
 from app.services import runs
 from app.services.backup_tasks import BACKUP_TASK, start_restore_in_background
-from app.services.backups import BackupError, BackupNotFound, resolve_backup
+from app.services.backups import BackupError, BackupNotFound
 from app.services.catalogue import catalogued_backup, catalogued_backups, delete_catalogued
 from app.services.registry import TASKS, Task, task_named
 from app.services.runner import TaskBusy, run_task_now, start_task_in_background
@@ -22,7 +22,7 @@ from app.services.scheduler import ENTRY_POINT
 from app.services.schedules import Schedule, save_schedule
 from app.services.status import scheduler_health, stored_jobs, task_status
 from app.services.uploads import accept_upload
-from app.web import staged_upload
+from app.web import send_backup, staged_upload
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
@@ -109,11 +109,7 @@ def backups():
 @bp.get("/settings/backups/<name>")
 def download_backup(name: str):
     """Download one backup by its exact name."""
-    try:
-        path = resolve_backup(_backups_dir(), name)
-    except BackupError:
-        abort(404)
-    return send_file(path, as_attachment=True, download_name=name, mimetype="application/vnd.sqlite3")
+    return send_backup(_backups_dir(), name)
 
 
 @bp.delete("/settings/backups/<name>")

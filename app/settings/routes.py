@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from flask import abort, current_app, flash, redirect, render_template, request, send_file, session, url_for
+from flask import abort, current_app, flash, redirect, render_template, request, session, url_for
 from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import RequestEntityTooLarge
 
@@ -29,7 +29,7 @@ from app.settings.pages import (
     page_or_partial,
     respond,
 )
-from app.web import staged_upload
+from app.web import send_backup, staged_upload
 
 
 @bp.get("")
@@ -70,11 +70,7 @@ def backup_now():
 @bp.get("/backups/<name>")
 def download_backup(name: str):
     """Download one backup by its exact listed name."""
-    try:
-        path = resolve_backup(backups_dir(), name)
-    except BackupError:
-        abort(404)
-    return send_file(path, as_attachment=True, download_name=name, mimetype="application/vnd.sqlite3")
+    return send_backup(backups_dir(), name)
 
 
 @bp.get("/backups/<name>/delete")

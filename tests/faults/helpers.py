@@ -12,7 +12,7 @@ from pathlib import Path
 from app.services import runs
 from app.services.backups import BACKUP_NAME, TEMP_PREFIX
 from app.services.runner import RunOutcome, claim_task, complete_task
-from tests.support.waiting import wait_for  # noqa: F401 - used by the fault modules
+from tests.support.waiting import wait_for
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 TASK = "backup_db"
@@ -137,3 +137,14 @@ def process_state(pid: int) -> str | None:
 
 def file_mode(path: Path) -> int:
     return os.stat(path).st_mode & 0o777
+
+
+def wait_until_frozen(driver, log: Path) -> None:
+    """Wait until a driver process stopped itself (SIGSTOP) at its stop point; fail if it exited."""
+
+    def frozen():
+        if driver.poll() is not None:
+            raise AssertionError(f"the driver exited ({driver.returncode}) before its stop point:\n{log.read_text()}")
+        return process_state(driver.pid) == "T"
+
+    wait_for(frozen, 120, interval=0.02)

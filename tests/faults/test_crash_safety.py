@@ -32,10 +32,10 @@ from tests.faults.helpers import (
     add_filler_rows,
     final_backups,
     integrity_and_rows,
-    process_state,
     stored_run,
     temp_files,
     wait_for,
+    wait_until_frozen,
 )
 from tests.support.server import GunicornServer
 from tests.support.sqlite import query as query_database
@@ -101,15 +101,6 @@ def start_driver(instance: Path, log: Path, stop_at: str | None = None) -> subpr
         command += ["--stop-at", stop_at]
     with open(log, "w") as output:
         return subprocess.Popen(command, cwd=PROJECT_ROOT, stdout=output, stderr=subprocess.STDOUT)
-
-
-def wait_until_frozen(driver: subprocess.Popen, log: Path) -> None:
-    def frozen():
-        if driver.poll() is not None:
-            raise AssertionError(f"the driver exited ({driver.returncode}) before its stop point:\n{log.read_text()}")
-        return process_state(driver.pid) == "T"
-
-    wait_for(frozen, 30, interval=0.02)
 
 
 def kill_mid_copy(driver: subprocess.Popen, watch, backups_dir: Path, source_size: int) -> float:

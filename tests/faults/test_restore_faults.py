@@ -25,9 +25,8 @@ from app.services import runs
 from app.services.backups import perform_sqlite_backup
 from app.services.runner import claim_task, complete_task
 from app.services.runs import INTERRUPTED_RESTORE
-from tests.faults.helpers import PROJECT_ROOT, add_filler_rows, process_state
+from tests.faults.helpers import PROJECT_ROOT, add_filler_rows, wait_until_frozen
 from tests.support.data import fill_items, integrity
-from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.xdist_group("big-database")  # one ~200 MB database at a time on the disk
 
@@ -85,15 +84,6 @@ def start_driver(instance: Path, log: Path, *options: str) -> subprocess.Popen:
     command = [sys.executable, "-m", "tests.faults.restore_driver", str(instance), BACKUP_NAME, *options]
     with open(log, "w") as output:
         return subprocess.Popen(command, cwd=PROJECT_ROOT, stdout=output, stderr=subprocess.STDOUT)
-
-
-def wait_until_frozen(driver: subprocess.Popen, log: Path) -> None:
-    def frozen():
-        if driver.poll() is not None:
-            raise AssertionError(f"the driver exited ({driver.returncode}) before its stop point:\n{log.read_text()}")
-        return process_state(driver.pid) == "T"
-
-    wait_for(frozen, 120, interval=0.02)
 
 
 @pytest.mark.slow
