@@ -10,13 +10,10 @@ from sqlalchemy import text
 from app.extensions import get_db
 from app.services.backup_tasks import BACKUP_TASK
 from app.services.registry import TASKS
-from app.services.sqlite_info import wal_reset_warning
+from app.services.sqlite_info import wal_reset_bug_fixed, wal_reset_warning
 from app.services.status import scheduler_health, task_health
 
 bp = Blueprint("health", __name__)
-
-# sqlite.org/wal.html: versions before 3.51.3 can corrupt a WAL database in a rare race.
-WAL_RESET_FIXED = (3, 51, 3)
 
 
 @bp.get("/healthz")
@@ -28,7 +25,7 @@ def healthz():
         "status": "ok",
         "reasons": [],
         "sqlite_version": sqlite3.sqlite_version,
-        "sqlite_wal_reset_bug_fixed": sqlite3.sqlite_version_info >= WAL_RESET_FIXED,
+        "sqlite_wal_reset_bug_fixed": wal_reset_bug_fixed(),
         # Not a reason for 503 (nothing is down), but never a silent "ok".
         "warnings": [warning] if (warning := wal_reset_warning()) else [],
     }

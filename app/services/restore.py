@@ -107,6 +107,7 @@ def restore_backup(
 ) -> RestoreResult:
     """Replace the live data with the backup ``name``; raise :class:`BackupError` if it did not happen."""
     path = resolve_backup(backups_dir, name)
+    size = path.stat().st_size  # now: the file may be deleted while the restore goes on
     staged = backups_dir / f"{STAGE_PREFIX}{secrets.token_hex(8)}{TEMP_SUFFIX}"
     try:
         report("checking", None)
@@ -134,7 +135,7 @@ def restore_backup(
     finally:
         remove_with_side_files(staged)
     log.info("restored %s into %s (safety backup %s)", name, data_path, safety.name)
-    return RestoreResult(name, path.stat().st_size, digest, safety)
+    return RestoreResult(name, size, digest, safety)
 
 
 def copy_into_live(source: Path, data_path: Path, busy_timeout: float, report: Callable[[int], None]) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from datetime import datetime
 
-from sqlalchemy import case, func, or_, select, update
+from sqlalchemy import case, func, select, update
 
 from app.db import Database
 from app.models import JobRun, utcnow
@@ -136,19 +136,6 @@ def get_run(db: Database, run_id: int) -> JobRun | None:
     """One run by id."""
     with db.session() as session:
         return session.get(JobRun, run_id)
-
-
-def runs_after(db: Database, after: int, also: set[int] = frozenset()) -> list[JobRun]:
-    """Runs with an id above ``after``, and the runs ``also`` names, oldest first."""
-    with db.session() as session:
-        query = select(JobRun).where(or_(JobRun.id > after, JobRun.id.in_(also))).order_by(JobRun.id)
-        return list(session.scalars(query))
-
-
-def running_runs(db: Database) -> list[JobRun]:
-    """Every run still marked running, of any task."""
-    with db.session() as session:
-        return list(session.scalars(select(JobRun).where(JobRun.status == "running").order_by(JobRun.id)))
 
 
 def newest_run_id(db: Database) -> int:

@@ -332,3 +332,19 @@ def test_restore_run_is_recorded_with_trigger_restore_and_not_counted_as_a_backu
     assert (outcome.run.trigger, outcome.run.status) == ("restore", "success")
     last_backup = runs.latest_run(app.extensions["db"], "backup_db", status="success", backups_only=True)
     assert last_backup.trigger == "manual"
+
+
+def test_a_backup_deleted_while_it_is_restored_does_not_fail_the_finished_restore(app, data):
+    name = backup_of(app)
+    path = paths(app)[1] / name
+    before = row_checksum(data)
+    fill_items(data, 5, label="later")
+
+    def delete_after_the_copy(phase: str, percent: int | None) -> None:
+        if phase == "verifying" and path.exists():
+            path.unlink()  # e.g. "Delete" in another tab while the result is checked
+
+    result = restore_backup(*paths(app), app.extensions["db"], name, busy_timeout=5, report=delete_after_the_copy)
+
+    assert result.size > 0
+    assert row_checksum(data) == before
