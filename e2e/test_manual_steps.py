@@ -406,7 +406,7 @@ def restore_through_the_page(page, name: str, screenshots: Path | None = None) -
     if screenshots is not None:
         for width in (1280, 360):
             page.set_viewport_size({"width": width, "height": 900})
-            page.screenshot(path=screenshots / f"restore-confirm-{width}.png", full_page=True)
+            page.screenshot(path=screenshots / f"restore-confirm-{width}.png", full_page=True, caret="initial")
     field.fill(name)
     page.get_by_role("button", name="Restore this backup").click()
     expect(toasts(page)).to_contain_text(f"Restoring {name}")
@@ -433,7 +433,7 @@ def test_step_13_restore_a_listed_backup(live_server, page, pytestconfig):
     expect(history_rows(page).first).to_contain_text("Restore")
     for width in (1280, 360):
         page.set_viewport_size({"width": width, "height": 900})
-        page.screenshot(path=folder / f"restore-finished-{width}.png", full_page=True)
+        page.screenshot(path=folder / f"restore-finished-{width}.png", full_page=True, caret="initial")
     assert unexpected_console_errors(page) == []
 
 
@@ -543,7 +543,7 @@ def test_step_17_send_a_test_notification(live_server, page, pytestconfig):
         folder.mkdir(parents=True, exist_ok=True)
         page.set_viewport_size({"width": 1280, "height": 900})
         page.evaluate("document.querySelectorAll('#toasts > *, #alerts > *').forEach(t => t.remove())")
-        block.screenshot(path=folder / "notifications-failed-1280.png")
+        block.screenshot(path=folder / "notifications-failed-1280.png", caret="initial")
     assert unexpected_console_errors(page) == []
 
 
@@ -607,7 +607,7 @@ def test_step_19_verify_backups(live_server, page, pytestconfig):
     folder.mkdir(parents=True, exist_ok=True)
     for width in (1280, 360):
         page.set_viewport_size({"width": width, "height": 900})
-        page.screenshot(path=folder / f"schedule-two-tasks-{width}.png", full_page=True)
+        page.screenshot(path=folder / f"schedule-two-tasks-{width}.png", full_page=True, caret="initial")
     assert unexpected_console_errors(page) == []
 
 

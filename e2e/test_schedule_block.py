@@ -185,3 +185,25 @@ def test_weekly_preview_follows_the_ticked_days_and_time_before_saving(settings_
     expect(runs).to_have_count(5)
     moments = [shown_time(item).astimezone(ZONE) for item in runs.all()]
     assert {moment.strftime("%a %H:%M") for moment in moments} == {"Thu 05:45"}
+
+
+def test_a_runs_start_answer_arriving_after_its_end_does_not_hide_the_end(settings_page):
+    """The "started" answer of "Run backup now" can reach the page after the poll that
+    announced the run's end (a small database backs up in milliseconds); the page keeps
+    "finished", the later event, not the later arrival."""
+    page = settings_page
+    held = []
+
+    def hold(route):
+        held.append((route, route.fetch()))  # the server has answered; the page does not see it yet
+
+    page.route("**/settings/schedule/backup_db/run", hold)
+    page.get_by_role("button", name="Run backup now").click()
+    expect(toasts(page)).to_contain_text("Backup finished", timeout=10_000)  # from the 3-second poll
+    route, answer = held[0]
+    route.fulfill(response=answer)
+    expect(status_value(page, "Last result")).to_contain_text("Success")
+    page.wait_for_timeout(500)  # the late answer has been swapped in and its toast armed
+    expect(toasts(page)).to_contain_text("Backup finished")
+    expect(toasts(page)).not_to_contain_text("Backup started")
+    assert unexpected_console_errors(page) == []

@@ -41,6 +41,11 @@ PAGE_NEEDS = ("folder_problem", "backups", "retention", "tasks")
 BACKUP_RUN, BACKUP_FILES, RETENTION = "run-backup_db", "backup-files", "retention"
 
 
+def run_toast_order(run_id: int, finished: bool) -> int:
+    """The rank of a run's toast: a run's end outranks its start, a later run both."""
+    return run_id * 2 + int(finished)
+
+
 def backups_dir() -> Path:
     return Path(current_app.config["BACKUPS_DIR"])
 
@@ -145,14 +150,19 @@ def respond(
     message: tuple[str, str] | None = None,
     event: str | None = None,
     source: str | None = None,
+    order: int | None = None,
     **ctx,
 ):
     """htmx: the partial plus a toast (replacing the last one from ``source``); plain browser:
-    flash and redirect (or re-render on error)."""
+    flash and redirect (or re-render on error).
+
+    ``order`` ranks toasts of one source whose answers can arrive out of order (a run's
+    "started" and the poll's "finished"): the page keeps the highest, not the last to arrive.
+    """
     if is_htmx():
         context = ctx if "view" in ctx else page_context(REGION_NEEDS.get(partial, ()), **ctx)
         body = render_template(partial, **{**base_context(), **context})
-        body += render_template("_oob_toast.html", toast=message, toast_source=source)
+        body += render_template("_oob_toast.html", toast=message, toast_source=source, toast_order=order)
         response = current_app.response_class(body, status=status)
         if event:
             response.headers["HX-Trigger"] = event

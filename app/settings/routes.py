@@ -28,6 +28,7 @@ from app.settings.pages import (
     page_context,
     page_or_partial,
     respond,
+    run_toast_order,
 )
 from app.web import send_backup, staged_upload
 
@@ -55,7 +56,8 @@ def backup_now():
         except TaskBusy as busy:
             return respond("settings/_backups.html", 409, ("error", str(busy)), source=BACKUP_RUN)
         message = ("info", f"Backup started (run #{run.id}).")
-        return respond("settings/_backups.html", 202, message, "run-started", source=BACKUP_RUN)
+        order = run_toast_order(run.id, finished=False)
+        return respond("settings/_backups.html", 202, message, "run-started", source=BACKUP_RUN, order=order)
     try:
         outcome = run_task_now(config, db, BACKUP_TASK)
     except TaskBusy as busy:

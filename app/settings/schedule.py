@@ -24,6 +24,7 @@ from app.settings.pages import (
     form_preview,
     page_context,
     respond,
+    run_toast_order,
     task_view,
 )
 from app.web import is_htmx
@@ -113,7 +114,10 @@ def run_task(task_id: str):
     except TaskBusy as busy:
         return respond("settings/_schedule_status.html", 409, ("error", str(busy)), source=source, view=_status(task))
     message = ("info", f"{task.noun.capitalize()} started (run #{run.id}).")
-    return respond("settings/_schedule_status.html", 202, message, "run-started", source=source, view=_status(task))
+    order = run_toast_order(run.id, finished=False)
+    return respond(
+        "settings/_schedule_status.html", 202, message, "run-started", source=source, order=order, view=_status(task)
+    )
 
 
 def _status(task: Task) -> dict:
@@ -130,7 +134,11 @@ def schedule_status():
     watched = {int(part) for part in request.args.get("watch", "").split(",")[:MAX_WATCHED] if part.isdecimal()}
     finished, cursor, running = poll_state(db, after, watched)
     views = [_status(task) for task in TASKS.values()]
-    toasts = [(f"run-{run.task}", announcement(TASKS[run.task], run)) for run in finished if run.task in TASKS]
+    toasts = [
+        (f"run-{run.task}", announcement(TASKS[run.task], run), run_toast_order(run.id, finished=True))
+        for run in finished
+        if run.task in TASKS
+    ]
     body = render_template(
         "settings/_schedule_poll.html",
         views=views,

@@ -39,18 +39,25 @@
       if (!box.dataset.seq) box.dataset.seq = String(++toastSequence);
       scheduleRemoval(box);
     });
-    // Keep only the newest toast of each source.
+    // Keep only the newest toast of each source: by the server's order when both carry one
+    // (a run's "finished" may arrive before its "started"), else by arrival.
     const newest = {};
     document.querySelectorAll("[data-toast][data-source]").forEach(function (box) {
       const source = box.dataset.source;
-      const seq = Number(box.dataset.seq);
-      if (!newest[source] || seq > Number(newest[source].dataset.seq)) {
+      if (!newest[source] || isNewer(box, newest[source])) {
         if (newest[source]) newest[source].remove();
         newest[source] = box;
       } else {
         box.remove();
       }
     });
+  }
+
+  function isNewer(box, other) {
+    if (box.dataset.order && other.dataset.order) {
+      return Number(box.dataset.order) > Number(other.dataset.order);
+    }
+    return Number(box.dataset.seq) > Number(other.dataset.seq);
   }
 
   function removeToasts(source) {
