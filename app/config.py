@@ -50,6 +50,8 @@ class Settings:
     notify_timeout_seconds: int = 10
     notify_remind_hours: int = 24
     public_url: str | None = None
+    offsite_timeout_seconds: int = 60
+    offsite_scrypt_work_factor: int = 18
 
     @property
     def auth_enabled(self) -> bool:
@@ -82,6 +84,8 @@ class Settings:
             "NOTIFY_TIMEOUT_SECONDS": self.notify_timeout_seconds,
             "NOTIFY_REMIND_HOURS": self.notify_remind_hours,
             "PUBLIC_URL": self.public_url,
+            "OFFSITE_TIMEOUT_SECONDS": self.offsite_timeout_seconds,
+            "OFFSITE_SCRYPT_WORK_FACTOR": self.offsite_scrypt_work_factor,
             # Changes whenever the password does, so old sessions end with it.
             "ADMIN_PASSWORD_FINGERPRINT": _fingerprint(self.secret_key, self.admin_password_hash_source),
             "AUTH_ENABLED": self.auth_enabled,
@@ -130,6 +134,9 @@ def load_settings(env: dict[str, str], default_instance_path: Path) -> Settings:
         notify_timeout_seconds=_integer(env, "NOTIFY_TIMEOUT_SECONDS", default=10, low=1, high=300),
         notify_remind_hours=_integer(env, "NOTIFY_REMIND_HOURS", default=24, low=1, high=24 * 365),
         public_url=_public_url(env),
+        offsite_timeout_seconds=_integer(env, "OFFSITE_TIMEOUT_SECONDS", default=60, low=1, high=3600),
+        # age's own default (2^18); lower only to make tests fast, never for real copies.
+        offsite_scrypt_work_factor=_integer(env, "OFFSITE_SCRYPT_WORK_FACTOR", default=18, low=10, high=22),
     )
 
 

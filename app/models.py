@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import Boolean, DateTime, Integer, String, Text, TypeDecorator
+from sqlalchemy import Boolean, DateTime, Integer, String, Text, TypeDecorator, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -198,3 +198,54 @@ class NotificationSend(Base):
     ok: Mapped[bool] = mapped_column(Boolean)
     error: Mapped[str | None] = mapped_column(Text)
     elapsed_ms: Mapped[int | None] = mapped_column(Integer)
+
+
+class OffsiteTarget(Base):
+    """Where off-site copies go: one S3-compatible bucket and the key they are sealed to.
+
+    ``secret_key`` and ``passphrase`` are secrets: never shown, logged or answered (the
+    state file is owner-only). The ``last_*`` columns are what the last upload or
+    connection test found, shown beside the target.
+    """
+
+    __tablename__ = "offsite_target"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    endpoint: Mapped[str] = mapped_column(Text)
+    region: Mapped[str] = mapped_column(String(64), default="us-east-1")
+    bucket: Mapped[str] = mapped_column(String(63))
+    prefix: Mapped[str] = mapped_column(String(255), default="")
+    addressing: Mapped[str] = mapped_column(String(8), default="path")  # path | virtual
+    access_key: Mapped[str] = mapped_column(Text)
+    secret_key: Mapped[str] = mapped_column(Text)
+    encryption: Mapped[str] = mapped_column(String(16), default="age")  # age | passphrase
+    recipient: Mapped[str | None] = mapped_column(Text)  # age1... public key
+    passphrase: Mapped[str | None] = mapped_column(Text)
+    keep_last: Mapped[int | None] = mapped_column(Integer)  # None: BACKUP_KEEP_LAST
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_result: Mapped[str | None] = mapped_column(String(16))  # ok | failed
+    last_result_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_message: Mapped[str | None] = mapped_column(Text)  # what the last upload or test said
+    last_upload_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # the last verified upload
+
+
+class OffsiteCopy(Base):
+    """One object this app wrote to a target: retention deletes only these, never anything else."""
+
+    __tablename__ = "offsite_copy"
+    __table_args__ = (UniqueConstraint("target_id", "key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    target_id: Mapped[int] = mapped_column(Integer, index=True)
+    key: Mapped[str] = mapped_column(Text)
+    backup: Mapped[str] = mapped_column(String(255))  # the local backup's name
+    plain_size: Mapped[int] = mapped_column(Integer)
+    plain_sha256: Mapped[str] = mapped_column(String(64))
+    sealed_size: Mapped[int] = mapped_column(Integer)
+    sealed_sha256: Mapped[str] = mapped_column(String(64))
+    encryption: Mapped[str] = mapped_column(String(16))
+    uploaded_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    run_id: Mapped[int | None] = mapped_column(Integer)

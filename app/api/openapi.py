@@ -20,7 +20,7 @@ RUN = {
         "id": {"type": "integer"},
         "task": {"type": "string"},
         "trigger": {"type": "string", "enum": ["manual", "scheduled", "catch-up", "restore"]},
-        "status": {"type": "string", "enum": ["running", "success", "failed", "interrupted", "missed"]},
+        "status": {"type": "string", "enum": ["running", "success", "warning", "failed", "interrupted", "missed"]},
         "scheduled_for": NULLABLE_TIME,
         "started_at": {"type": "string", "format": "date-time"},
         "finished_at": NULLABLE_TIME,

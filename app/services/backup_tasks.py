@@ -12,7 +12,7 @@ from pathlib import Path
 
 from app.db import Database
 from app.models import JobRun
-from app.services import catalogue
+from app.services import catalogue, offsite, offsite_targets
 from app.services.backups import backup_lock, perform_sqlite_backup, remove_stale_temp_files, resolve_backup
 from app.services.locks import FileLock
 from app.services.registry import TASKS, Task, TaskContext, register
@@ -35,7 +35,14 @@ def _backup_db(ctx: TaskContext) -> dict:
         progress=ctx.report,
     )
     catalogue.record_backup(ctx.db, result.name, result.kind, result.size, result.sha256, result.created_at)
-    return {"file": result.name, "size": result.size, "sha256": result.sha256, "backup": result}
+    answer = {"file": result.name, "size": result.size, "sha256": result.sha256, "backup": result}
+    if offsite_targets.enabled_targets(ctx.db):
+        # A phase of the same run, from the verified local file; it never touches that file.
+        outcomes = offsite.copy_to_targets(ctx.config, ctx.db, result.path, result.sha256, ctx.run_id, ctx.report)
+        answer["detail"] = offsite.summary(outcomes)
+        answer["warnings"] = [f"{item.target}: {item.message}" for item in outcomes if not item.ok]
+        answer["offsite"] = outcomes
+    return answer
 
 
 def _restore_body(name: str) -> Callable[[TaskContext], dict]:
@@ -58,7 +65,11 @@ def _restore_body(name: str) -> Callable[[TaskContext], dict]:
 
 def _backup_recover(config: Mapping) -> list[str]:
     backups_dir = Path(config["BACKUPS_DIR"])
-    return remove_stale_temp_files(backups_dir) + remove_restore_leftovers(backups_dir)
+    return (
+        remove_stale_temp_files(backups_dir)
+        + remove_restore_leftovers(backups_dir)
+        + offsite.remove_leftovers(backups_dir)
+    )
 
 
 def _backup_lock(config: Mapping) -> FileLock:

@@ -62,12 +62,12 @@ def save_config(db: Database, urls: list[str], events: list[str], ping_url: str 
         row.ping_url = ping_url
         row.updated_at = utcnow()
         session.merge(row)
-    _owner_only(db.path)
+    owner_only(db.path)
     log.info("notification settings saved: %d URL(s), events %s, ping URL %s", len(urls), events, bool(ping_url))
     return load_config(db)
 
 
-def _owner_only(path: Path) -> None:
+def owner_only(path: Path) -> None:
     """The state database now holds secrets: mode 0600, as for backups (SQLite gives -wal/-shm the same)."""
     for suffix in ("", "-wal", "-shm"):
         candidate = path.with_name(path.name + suffix)

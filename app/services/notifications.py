@@ -6,7 +6,7 @@ calling process, so a slow or hanging receiver never delays or fails a run):
 - :func:`run_started` / :func:`run_finished`: called by ``app.tasks`` around every run;
 - :func:`leader_tick`: called by the scheduler leader every second, checks once a minute for
   stale tasks and due reminders (only the leader calls it, so followers never send);
-- :func:`offsite_upload_failed`: for the off-site copies, once they exist.
+- :func:`offsite_upload_failed` / :func:`offsite_upload_succeeded`: after each off-site upload.
 
 A subject (a task, its restores, an off-site target) is ``ok``, ``failing`` or ``stale`` in
 ``notification_state``. The process whose write transaction changes that state sends the
@@ -139,7 +139,7 @@ def _run_finished(config: Mapping, db: Database, run_id: int) -> None:
     from app.services import runs
 
     run = runs.get_run(db, run_id)
-    if run is None or run.status not in ("success", "failed"):
+    if run is None or run.status not in ("success", "warning", "failed"):
         return
     if pings.pinged(run):
         in_background(pings.ping_end, config, db, run)
@@ -184,6 +184,22 @@ def offsite_upload_failed(config: Mapping, db: Database, target: str, error: str
         change = advance(db, f"offsite:{target}", "failing", now, remind, "offsite_failed", error)
         what = f"The off-site upload to {target} failed."
         _tell_change(config, db, load_config(db), change, f"Backups: off-site upload to {target} failed", what, now)
+
+    in_background(work)
+
+
+def offsite_upload_succeeded(config: Mapping, db: Database, target: str) -> None:
+    """An off-site copy to ``target`` was uploaded and verified: tell "recovered" if it was failing."""
+
+    def work() -> None:
+        now = clock(config)
+        remind = timedelta(hours=config["NOTIFY_REMIND_HOURS"])
+        change = advance(db, f"offsite:{target}", "ok", now, remind)
+        if change is not None:
+            what = f"Off-site copies to {target} work again: the last upload was verified."
+            _tell_change(
+                config, db, load_config(db), change, f"Backups: off-site upload to {target} recovered", what, now
+            )
 
     in_background(work)
 

@@ -43,7 +43,11 @@ def ping_start(config: Mapping, db: Database, run_id: int) -> None:
 
 
 def ping_end(config: Mapping, db: Database, run: JobRun) -> None:
-    """``<url>?rid=...`` on success, ``<url>/fail?rid=...`` with the error as the body on failure."""
+    """``<url>?rid=...`` on success, ``<url>/fail?rid=...`` with the error as the body on failure.
+
+    A run "success with warnings" (an off-site copy failed) pings ``/fail``: a copy that
+    exists only on this host is what the ping is there to catch, also for a user who set
+    a ping URL and no notification URL."""
     if run.status == "success":
         _ping(config, db, "", run.id, None)
     else:

@@ -25,6 +25,7 @@ class TaskContext:
     db: Database
     trigger: str
     report: Callable[[str, int | None], None]
+    run_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -32,7 +33,8 @@ class Task:
     """A schedulable task.
 
     ``body`` returns the run's result fields (any of ``file``, ``size``, ``sha256``,
-    ``detail``, plus objects for the caller) and raises
+    ``detail``, plus objects for the caller; non-empty ``warnings`` make the run "success
+    with warnings", status ``warning``: its purpose was met, a part of it was not) and raises
     :class:`app.services.errors.TaskError` on failure. ``lock`` makes runs of the task
     single-flight across processes; ``recover`` removes what a killed run left behind
     and runs under that lock. ``noun`` names one run in messages ("backup").

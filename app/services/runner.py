@@ -109,7 +109,7 @@ def complete_task(
     """
     task = TASKS[run.task]
     try:
-        context = TaskContext(config, db, run.trigger, _progress_writer(db, run.id))
+        context = TaskContext(config, db, run.trigger, _progress_writer(db, run.id), run.id)
         try:
             result = (body or task.body)(context)
         except TaskError as exc:
@@ -119,6 +119,9 @@ def complete_task(
             log.exception("%s run %d crashed", task.id, run.id)
             error = TaskError(f"Unexpected error: {exc}")
             return RunOutcome(_finish(db, run.id, "failed", error=str(error)), error=error)
+        warnings = result.get("warnings")
+        if warnings:
+            return RunOutcome(_finish(db, run.id, "warning", error="; ".join(warnings), **result), result=result)
         return RunOutcome(_finish(db, run.id, "success", **result), result=result)
     finally:
         lock.release()

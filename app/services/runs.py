@@ -11,7 +11,10 @@ from app.db import Database
 from app.models import JobRun, utcnow
 
 TRIGGERS = ("scheduled", "manual", "catch-up", "restore")
-FINISHED = ("success", "failed", "interrupted", "missed")
+FINISHED = ("success", "warning", "failed", "interrupted", "missed")
+# A run "success with warnings" met its purpose (e.g. the local backup is made and verified;
+# an off-site copy failed): it counts as a success for staleness and "last success".
+SUCCEEDED = ("success", "warning")
 # SQLite rolls an unfinished copy back when the database is next opened: never a mix.
 INTERRUPTED_RESTORE = (
     "The process running this restore stopped before it finished. The live data is either the previous data "
@@ -109,10 +112,13 @@ def recent_runs(db: Database, task: str | None, limit: int = 20) -> list[JobRun]
 
 
 def latest_run(db: Database, task: str, status: str | None = None, backups_only: bool = False) -> JobRun | None:
-    """The newest run of a task, optionally only one with the given status, or leaving out restores."""
+    """The newest run of a task, optionally only one with the given status (``success`` includes
+    ``warning``), or leaving out restores."""
     with db.session() as session:
         query = select(JobRun).where(JobRun.task == task)
-        if status:
+        if status == "success":
+            query = query.where(JobRun.status.in_(SUCCEEDED))
+        elif status:
             query = query.where(JobRun.status == status)
         if backups_only:
             query = query.where(JobRun.trigger != "restore")

@@ -142,6 +142,8 @@ class TaskHealth:
         last = self.last_finished
         if last is not None and last.status == "failed":
             found.append(f"The last {self.task.title} run failed: {last.error}")
+        if last is not None and last.status == "warning":
+            found.append(f"The last {self.task.title} run had warnings: {last.error}")
         if self.stale_after is not None:
             since = self.last_success.finished_at if self.last_success else schedule_saved_at
             if since is not None and utcnow() - since > self.stale_after:
@@ -195,6 +197,8 @@ def poll_state(db: Database, after: int | None, watched: set[int]) -> tuple[list
 def announcement(task: Task, run: JobRun) -> tuple[str, str]:
     """The toast for a finished run: (category, text), in the task's own words."""
     what = "Restore" if run.trigger == "restore" else task.noun.capitalize()
+    if run.status == "warning":
+        return "error", f"{what} finished with warnings: {run.file} is kept here; {run.detail or run.error}"
     if run.status == "success":
         result = run.file or ""
         if run.detail:

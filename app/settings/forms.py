@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from werkzeug.datastructures import FileStorage
-from wtforms import FileField, Form, StringField, ValidationError
+from wtforms import FileField, Form, HiddenField, PasswordField, StringField, ValidationError
 
 
 class RestoreForm(Form):
@@ -28,3 +28,20 @@ class UploadForm(Form):
     def validate_file(self, field) -> None:
         if not isinstance(field.data, FileStorage) or not field.data.filename:
             raise ValidationError("Choose a backup file to upload.")
+
+
+class FetchForm(Form):
+    """Bring back an off-site copy: which object, and the key that opens it (never stored)."""
+
+    key = HiddenField("Remote copy")
+    secret = PasswordField("Key that opens the copy")
+
+    def validate_key(self, field) -> None:
+        if not field.data:
+            raise ValidationError("Choose a remote copy.")
+
+    def validate_secret(self, field) -> None:
+        if not (field.data or "").strip():
+            raise ValidationError("Paste the key the copy was sealed to, or type its passphrase.")
+        if len(field.data) > 16_384:
+            raise ValidationError("That is too long to be an age identity or a passphrase.")

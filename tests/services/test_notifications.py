@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import email
-import threading
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -17,14 +16,9 @@ from app.services.notification_settings import DEFAULT_EVENTS, load_config, save
 from app.services.notifications import offsite_upload_failed
 from app.services.pings import run_uuid
 from app.services.runner import claim_task, complete_task, run_task_now
-from tests.support.receivers import HttpReceiver, SmtpReceiver
+from tests.support.receivers import HttpReceiver, SmtpReceiver, notify_idle
 from tests.support.server import free_port
 from tests.support.waiting import wait_for
-
-
-def notify_idle() -> bool:
-    """No notification work is running in this process (the positive signal that every send is done)."""
-    return not any(thread.name.startswith("notify") for thread in threading.enumerate())
 
 
 def settle() -> None:

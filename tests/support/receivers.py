@@ -13,6 +13,11 @@ from aiosmtpd.controller import Controller
 from tests.support.server import free_port
 
 
+def notify_idle() -> bool:
+    """No notification work is running in this process (the positive signal that every send is done)."""
+    return not any(thread.name.startswith("notify") for thread in threading.enumerate())
+
+
 @dataclass(frozen=True)
 class Received:
     """One HTTP request a receiver got."""

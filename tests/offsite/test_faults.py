@@ -1,0 +1,138 @@
+"""Faults of the off-site server: each run ends "success with warnings", the local backup stays
+intact, the target shows the error, and a later run uploads fine. Real rclone, real faults."""
+
+from __future__ import annotations
+
+from app.models import JobRun
+from app.services import offsite_targets
+from app.services.backup_tasks import BACKUP_TASK
+from app.services.notification_settings import DEFAULT_EVENTS, save_config
+from app.services.runner import start_task_in_background
+from tests.offsite.support import OffsiteApp
+from tests.support.receivers import HttpReceiver, notify_idle
+from tests.support.waiting import wait_for
+
+
+def target_state(offsite_app: OffsiteApp):
+    [target] = offsite_targets.list_targets(offsite_app.db)
+    return target
+
+
+def assert_local_backup_intact(offsite_app: OffsiteApp, run: JobRun) -> None:
+    path = offsite_app.backups_dir / run.file
+    import hashlib
+
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == run.sha256
+    assert not list(offsite_app.backups_dir.glob(".offsite-*"))  # no sealed leftovers
+
+
+def assert_a_later_run_uploads(offsite_app: OffsiteApp) -> None:
+    offsite_app.write_rows(10)
+    run = offsite_app.backup().run
+    assert run.status == "success", run.error
+    assert f"app/{run.file}.zst.age" in offsite_app.s3.objects()
+    assert target_state(offsite_app).last_result == "ok"
+
+
+def running_phase(offsite_app: OffsiteApp, run_id: int) -> tuple[str | None, int | None]:
+    with offsite_app.db.session() as session:
+        run = session.get(JobRun, run_id)
+        return run.phase, run.progress
+
+
+def test_server_killed_mid_upload(offsite_app):
+    offsite_app.add_target()
+    offsite_app.write_random(80)  # 80 MB that do not compress: a multipart upload takes a moment
+    with offsite_app.app.app_context():
+        run = start_task_in_background(offsite_app.app.config, offsite_app.db, BACKUP_TASK)
+
+    def sending():
+        return running_phase(offsite_app, run.id)[0] == "uploading"
+
+    wait_for(sending, timeout=60, interval=0.005, message="the upload never started sending")
+    offsite_app.s3.kill()
+    finished = wait_for(lambda: (r := _run(offsite_app, run.id)).status != "running" and r, timeout=60)
+
+    assert finished.status == "warning"
+    assert "Cannot connect to" in finished.error or "connection" in finished.error.lower()
+    assert_local_backup_intact(offsite_app, finished)
+    assert target_state(offsite_app).last_result == "failed"
+    offsite_app.s3.restart()
+    assert_a_later_run_uploads(offsite_app)
+
+
+def _run(offsite_app: OffsiteApp, run_id: int) -> JobRun:
+    with offsite_app.db.session() as session:
+        return session.get(JobRun, run_id)
+
+
+def test_wrong_secret_key(offsite_app):
+    created = offsite_app.add_target(secret_key="this-is-not-the-secret-key-of-that-server")
+    offsite_app.write_rows(10)
+    run = offsite_app.backup().run
+    assert run.status == "warning" and "refused the access key or secret key" in run.error
+    assert "this-is-not-the-secret" not in run.error + (target_state(offsite_app).last_message or "")
+    assert_local_backup_intact(offsite_app, run)
+    offsite_app.client.put(f"/api/v1/settings/offsite/{created['id']}", json={"secret_key": offsite_app.s3.secret_key})
+    assert_a_later_run_uploads(offsite_app)
+
+
+def test_missing_bucket(offsite_app):
+    offsite_app.add_target(bucket="not-made-yet")
+    offsite_app.write_rows(10)
+    run = offsite_app.backup().run
+    assert run.status == "warning" and "The bucket not-made-yet does not exist" in run.error
+    assert target_state(offsite_app).last_message.endswith("does not exist on " + offsite_app.s3.endpoint + ".")
+    assert_local_backup_intact(offsite_app, run)
+    offsite_app.s3.make_bucket("not-made-yet")
+    offsite_app.write_rows(10)
+    assert offsite_app.backup().run.status == "success"
+
+
+def test_server_disk_full(offsite_app):
+    offsite_app.add_target()
+    offsite_app.s3.restart(file_size_limit=256 * 1024)  # the server's writes fail past 256 KiB
+    offsite_app.write_random(1)
+    run = offsite_app.backup().run
+    assert run.status == "warning", run.error
+    assert "The server answered with an error" in run.error or "no room" in run.error
+    assert_local_backup_intact(offsite_app, run)
+    assert target_state(offsite_app).last_result == "failed"
+    assert not [key for key in offsite_app.s3.objects() if key.endswith(".zst.age")]
+    offsite_app.s3.restart(file_size_limit=None)
+    assert_a_later_run_uploads(offsite_app)
+
+
+def test_a_hanging_server_times_out(offsite_app):
+    offsite_app.add_target()
+    offsite_app.write_rows(10)
+    offsite_app.s3.pause()
+    try:
+        run = offsite_app.backup().run
+    finally:
+        offsite_app.s3.resume()
+    assert run.status == "warning"
+    assert "did not answer within 3 s" in run.error
+    assert_local_backup_intact(offsite_app, run)
+    assert_a_later_run_uploads(offsite_app)
+
+
+def test_an_offsite_failure_is_notified_once_and_its_recovery_too(offsite_app):
+    created = offsite_app.add_target(secret_key="this-is-not-the-secret-key-of-that-server")
+    with HttpReceiver() as http:
+        save_config(offsite_app.db, [f"json://127.0.0.1:{http.port}/hook"], list(DEFAULT_EVENTS), None)
+        for _ in range(2):
+            offsite_app.write_rows(10)
+            assert offsite_app.backup().run.status == "warning"
+            wait_for(notify_idle, timeout=20)
+        titles = [post.json()["title"] for post in http.posts()]
+        assert titles == ["Backups: off-site upload to rclone failed"]
+        assert "refused the access key" in http.posts()[0].json()["message"]
+        offsite_app.client.put(
+            f"/api/v1/settings/offsite/{created['id']}", json={"secret_key": offsite_app.s3.secret_key}
+        )
+        offsite_app.write_rows(10)
+        assert offsite_app.backup().run.status == "success"
+        wait_for(notify_idle, timeout=20)
+        titles = [post.json()["title"] for post in http.posts()]
+        assert titles[1:] == ["Backups: off-site upload to rclone recovered"]
