@@ -32,7 +32,7 @@ KEY_TEXT = re.compile(r"^[\x21-\x7e]{1,256}\Z")  # printable ASCII, no spaces
 MIN_PASSPHRASE = 12
 MAX_PASSPHRASE = 1024
 MAX_KEEP_LAST = 1000
-ENCRYPTIONS = {"age": "age public key (recommended)", "passphrase": "Passphrase"}
+ENCRYPTIONS = {"age": "To an age public key (recommended)", "passphrase": "With a passphrase"}
 ADDRESSING = {"path": "Path style (host/bucket/key)", "virtual": "Virtual host (bucket.host/key)"}
 # Addresses a settings form must never make the server call: link-local (cloud metadata
 # services live at 169.254.169.254 and fd00:ec2::254), unspecified, multicast, broadcast.

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from werkzeug.datastructures import FileStorage
-from wtforms import FileField, Form, HiddenField, PasswordField, StringField, ValidationError
+from wtforms import FileField, Form, HiddenField, PasswordField, StringField, TextAreaField, ValidationError
 
 
 class RestoreForm(Form):
@@ -31,17 +31,39 @@ class UploadForm(Form):
 
 
 class FetchForm(Form):
-    """Bring back an off-site copy: which object, and the key that opens it (never stored)."""
+    """Bring back an off-site copy: which object, and the key that opens it (never stored).
+
+    ``encryption`` (the target's) says which of ``identity`` and ``passphrase`` is asked for.
+    """
 
     key = HiddenField("Remote copy")
-    secret = PasswordField("Key that opens the copy")
+    identity = TextAreaField("Age private key")
+    passphrase = PasswordField("Passphrase")
+
+    def __init__(self, formdata=None, *, encryption: str, **kwargs) -> None:
+        super().__init__(formdata, **kwargs)
+        self.encryption = encryption
+
+    @property
+    def secret(self):
+        """The field this target's copies open with."""
+        return self.identity if self.encryption == "age" else self.passphrase
 
     def validate_key(self, field) -> None:
         if not field.data:
             raise ValidationError("Choose a remote copy.")
 
-    def validate_secret(self, field) -> None:
-        if not (field.data or "").strip():
-            raise ValidationError("Paste the key the copy was sealed to, or type its passphrase.")
-        if len(field.data) > 16_384:
-            raise ValidationError("That is too long to be an age identity or a passphrase.")
+    def validate(self, extra_validators=None) -> bool:
+        valid = super().validate(extra_validators)
+        text = self.secret.data or ""
+        if not text.strip():
+            self.secret.errors = (
+                ["Paste the private key the copy was sealed to."]
+                if self.encryption == "age"
+                else ["Type the target's passphrase."]
+            )
+            return False
+        if len(text) > 16_384:
+            self.secret.errors = ["That is too long to be an age private key or a passphrase."]
+            return False
+        return valid

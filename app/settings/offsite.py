@@ -62,6 +62,15 @@ def offsite_targets_block():
     return redirect(url_for("settings.index", _anchor="offsite-block"))
 
 
+@bp.get("/offsite/targets")
+def offsite_targets_list():
+    """The targets alone (htmx, after a run ended), or the page."""
+    if is_htmx():
+        block = offsite_block()
+        return render_template("settings/_offsite_targets.html", targets=block["targets"], copies={})
+    return redirect(url_for("settings.index", _anchor="offsite-block"))
+
+
 @bp.post("/offsite")
 def add_offsite_target():
     """ "Add target": every field checked; on error nothing is saved and the input is kept."""
@@ -147,7 +156,7 @@ def offsite_copies(target_id: int):
 def fetch_offsite_copy_page(target_id: int):
     """The page that asks for the key (never stored) before a remote copy is brought back."""
     target = _target(target_id)
-    form = FetchForm(request.args)
+    form = FetchForm(encryption=target.encryption)
     form.key.data = request.args.get("key", "")
     try:
         offsite.check_remote_key(target, form.key.data)
@@ -157,7 +166,6 @@ def fetch_offsite_copy_page(target_id: int):
 
 
 def _fetch_page(target: OffsiteTarget, form: FetchForm, status: int = 200):
-    form.secret.label.text = "Age private key" if target.encryption == "age" else "Passphrase"
     return render_template("settings/offsite_fetch.html", target=target, form=form), status
 
 
@@ -165,20 +173,20 @@ def _fetch_page(target: OffsiteTarget, form: FetchForm, status: int = 200):
 def fetch_offsite_copy(target_id: int):
     """Download, check, open and check again; then the usual confirmation page for the restore."""
     target = _target(target_id)
-    form = FetchForm(request.form)
+    form = FetchForm(request.form, encryption=target.encryption)
     if not form.validate():
         return _fetch_page(target, form, 422)
     try:
         offsite.check_remote_key(target, form.key.data)
-        secret = check_identity(form.secret.data) if target.encryption == "age" else None
+        identity = check_identity(form.identity.data) if target.encryption == "age" else None
         result = offsite.fetch_copy(
             current_app.config,
             get_db(),
             target,
             form.key.data,
             backups_dir(),
-            identity=secret if target.encryption == "age" else None,
-            passphrase=form.secret.data if target.encryption == "passphrase" else None,
+            identity=identity,
+            passphrase=form.passphrase.data if target.encryption == "passphrase" else None,
         )
     except (offsite.OffsiteError, SealError) as exc:
         form.secret.errors = [str(exc)]
