@@ -103,7 +103,9 @@ def _compressor(level: int) -> ZstdCompressor:
     )
 
 
-def compressed_chunks(source: BinaryIO, level: int = DEFAULT_LEVEL, on_read: Callable[[bytes], None] | None = None):
+def compressed_chunks(
+    source: BinaryIO, level: int = DEFAULT_LEVEL, on_read: Callable[[bytes], None] | None = None
+) -> Iterator[bytes]:
     """Yield the zstd frame of ``source`` piece by piece; ``on_read`` sees each block of plaintext read."""
     compressor = _compressor(level)
     while True:

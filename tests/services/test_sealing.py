@@ -280,10 +280,7 @@ def test_refuses_a_changed_passphrase_header(tmp_path, sealed_pair):
     header = age_passphrase.read_header(io.BytesIO(data))
     mac_at = header.raw.rindex(b"--- ") + 4
     changed = data[:mac_at] + (b"A" if data[mac_at : mac_at + 1] != b"A" else b"B") + data[mac_at + 1 :]
-    assert refused(changed, tmp_path, passphrase=PASSPHRASE) in (
-        "The copy is damaged: its header was changed.",
-        "The copy is damaged: its header is not canonical base64.",
-    )
+    assert refused(changed, tmp_path, passphrase=PASSPHRASE) == "The copy is damaged: its header was changed."
 
 
 def test_refuses_an_excessive_work_factor_without_trying_it(tmp_path, sealed_pair):
@@ -320,12 +317,19 @@ def test_accepts_a_public_key_and_normalises_it(key_file):
     assert check_recipient(f"  {key.upper()}\n") == key
 
 
+VALID_RECIPIENT = "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p"  # age's README example
+
+
+def test_the_bad_checksum_example_differs_from_a_valid_key_by_one_character():
+    assert check_recipient(VALID_RECIPIENT) == VALID_RECIPIENT
+
+
 BAD_RECIPIENTS = {
-    "bad checksum": "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p"[:-1] + "q",
+    "bad checksum": VALID_RECIPIENT[:-1] + "q",
     "ssh key": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHsKLqeplhpW+uObz5dvMgjz1OxfM/XXUB+VHtZ6isGN alice@example",
     "10 KB of text": "age1" + "x" * 10_000,
     "empty": "   ",
-    "cut short": "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9",
+    "cut short": VALID_RECIPIENT[:-8],
 }
 
 
@@ -344,7 +348,7 @@ def test_accepts_a_whole_key_file_as_identity(key_file):
 
 BAD_IDENTITIES = {
     "bad checksum": "AGE-SECRET-KEY-1GFPYYSJZGFPYYSJZGFPYYSJZGFPYYSJZGFPYYSJZGFPYYSJZGFPQ4EGAEQ",
-    "public key": "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p",
+    "public key": VALID_RECIPIENT,
     "ssh private key": textwrap.dedent("""\
         -----BEGIN OPENSSH PRIVATE KEY-----
         b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW

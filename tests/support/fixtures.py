@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.support.s3_servers import SERVERS, RcloneS3, S3Server, SeaweedS3
 from tests.support.server import GunicornServer
 
 
@@ -25,3 +26,29 @@ def gunicorn(tmp_path):
     yield start
     for server in servers:
         server.stop()
+
+
+def _serving(server: S3Server):
+    """Start ``server`` for one test and kill it afterwards, even when the start itself failed."""
+    try:
+        yield server.start()
+    finally:
+        server.kill()  # its data is thrown away with tmp_path: no need to wait for a clean stop
+
+
+@pytest.fixture
+def rclone_s3(tmp_path):
+    """``rclone serve s3`` on a free port, data under ``tmp_path``; create buckets with ``make_bucket``."""
+    yield from _serving(RcloneS3(tmp_path / "rclone-s3"))
+
+
+@pytest.fixture
+def seaweed_s3(tmp_path):
+    """SeaweedFS's ``weed mini`` on free ports, data under ``tmp_path``; create buckets with ``make_bucket``."""
+    yield from _serving(SeaweedS3(tmp_path / "seaweed-s3"))
+
+
+@pytest.fixture(params=sorted(SERVERS))
+def s3_server(request, tmp_path):
+    """Each real S3 server in turn (the test runs once per implementation, to catch provider quirks)."""
+    yield from _serving(SERVERS[request.param](tmp_path / f"{request.param}-s3"))
