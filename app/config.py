@@ -52,6 +52,7 @@ class Settings:
     public_url: str | None = None
     offsite_timeout_seconds: int = 60
     offsite_scrypt_work_factor: int = 18
+    offsite_part_mb: int = 64
 
     @property
     def auth_enabled(self) -> bool:
@@ -86,6 +87,7 @@ class Settings:
             "PUBLIC_URL": self.public_url,
             "OFFSITE_TIMEOUT_SECONDS": self.offsite_timeout_seconds,
             "OFFSITE_SCRYPT_WORK_FACTOR": self.offsite_scrypt_work_factor,
+            "OFFSITE_PART_MB": self.offsite_part_mb,
             # Changes whenever the password does, so old sessions end with it.
             "ADMIN_PASSWORD_FINGERPRINT": _fingerprint(self.secret_key, self.admin_password_hash_source),
             "AUTH_ENABLED": self.auth_enabled,
@@ -137,6 +139,8 @@ def load_settings(env: dict[str, str], default_instance_path: Path) -> Settings:
         offsite_timeout_seconds=_integer(env, "OFFSITE_TIMEOUT_SECONDS", default=60, low=1, high=3600),
         # age's own default (2^18); lower only to make tests fast, never for real copies.
         offsite_scrypt_work_factor=_integer(env, "OFFSITE_SCRYPT_WORK_FACTOR", default=18, low=10, high=22),
+        # S3 parts are 5 MiB at least; 10 000 parts of 64 MiB cover a 625 GiB backup.
+        offsite_part_mb=_integer(env, "OFFSITE_PART_MB", default=64, low=5, high=5120),
     )
 
 

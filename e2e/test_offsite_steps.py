@@ -18,9 +18,11 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture
 def s3(tmp_path):
     server = FaultyS3(tmp_path / "s3").start()
-    server.make_bucket("backups")
-    yield server
-    server.stop()
+    try:
+        server.make_bucket("backups")
+        yield server
+    finally:
+        server.kill()
 
 
 @pytest.fixture

@@ -143,6 +143,81 @@ def _operation(operation_id: str, summary: str, responses: dict, **extra) -> dic
     return {"operationId": operation_id, "summary": summary, "responses": {**responses, **COMMON}, **extra}
 
 
+TARGET_PARAMETER = {
+    "name": "target_id",
+    "in": "path",
+    "required": True,
+    "description": "An off-site target's id.",
+    "schema": {"type": "integer"},
+}
+NO_TARGET = {"404": _json("Error", "No target with that id.")}
+JSON_BODY = {"required": True, "content": {"application/json": {"schema": OBJECT}}}
+TARGET_SAVED = {
+    "400": _json("FieldErrors", "Refused; nothing saved."),
+    "413": _json("Error", "The body is too large."),
+}
+# Off-site targets (DESIGN.md section 9): secrets are never part of an answer.
+OFFSITE_PATHS = {
+    "/settings/offsite": {
+        "get": _operation("listOffsiteTargets", "Off-site targets, secrets masked", {"200": _json(OBJECT, "Targets.")}),
+        "post": _operation(
+            "addOffsiteTarget",
+            "Add an S3-compatible target (checked; secrets never answered)",
+            {"201": _json(OBJECT, "The target, masked."), **TARGET_SAVED},
+            requestBody=JSON_BODY,
+        ),
+    },
+    "/settings/offsite/{target_id}": {
+        "parameters": [TARGET_PARAMETER],
+        "put": _operation(
+            "changeOffsiteTarget",
+            "Change a target; a field left out keeps its value (secrets included)",
+            {"200": _json(OBJECT, "The target, masked."), **TARGET_SAVED, **NO_TARGET},
+            requestBody=JSON_BODY,
+        ),
+        "delete": _operation(
+            "deleteOffsiteTarget",
+            "Forget a target (its remote copies stay)",
+            {"200": _json(OBJECT, "Deleted."), **NO_TARGET},
+        ),
+    },
+    "/settings/offsite/{target_id}/test": {
+        "parameters": [TARGET_PARAMETER],
+        "post": _operation(
+            "testOffsiteTarget",
+            "Write, read back and delete a small object",
+            {"200": _json(OBJECT, "ok and message, either way."), **NO_TARGET},
+        ),
+    },
+    "/settings/offsite/{target_id}/copies": {
+        "parameters": [TARGET_PARAMETER],
+        "get": _operation(
+            "listOffsiteCopies",
+            "The sealed copies under the target's prefix",
+            {
+                "200": _json(OBJECT, "The copies, newest first."),
+                "502": _json("Error", "The storage server failed."),
+                **NO_TARGET,
+            },
+        ),
+    },
+    "/settings/offsite/{target_id}/copies/fetch": {
+        "parameters": [TARGET_PARAMETER],
+        "post": _operation(
+            "fetchOffsiteCopy",
+            "Download, check and open a copy with the key sent (never stored); keep it as an uploaded backup",
+            {
+                "201": _json("Backup", "The backup it became; restore it as any other."),
+                "400": _json("Error", "The key does not open it, or a check failed."),
+                "413": _json("Error", "The body is too large."),
+                **NO_TARGET,
+            },
+            requestBody=JSON_BODY,
+        ),
+    },
+}
+
+
 def openapi_document() -> dict:
     """The whole description (the server URL is relative: wherever this document was fetched)."""
     return {
@@ -295,6 +370,7 @@ def openapi_document() -> dict:
                     {"200": _json(OBJECT, "One result per URL."), "400": _json("Error", "No URL is saved.")},
                 )
             },
+            **OFFSITE_PATHS,
             "/settings/scheduler": {
                 "get": _operation(
                     "schedulerStatus",

@@ -54,9 +54,15 @@ log = logging.getLogger(__name__)
 UPLOAD_TEMP, FETCH_TEMP, TEMP_SUFFIX = ".offsite-up-", ".offsite-down-", ".tmp"
 WRITTEN_BY = "settings-scheduler"
 MB = 1024 * 1024
-# Parts of 64 MiB: a 1 GiB backup is 16 parts, well under S3's 10 000, and four in flight
-# stay under the uploading process's memory target (README, "Performance").
-TRANSFER = TransferConfig(multipart_threshold=64 * MB, multipart_chunksize=64 * MB, max_concurrency=4)
+
+
+def transfer_config(config: Mapping) -> TransferConfig:
+    """Multipart above one part's size (``OFFSITE_PART_MB``, 64 MiB: a 1 GiB backup is 16 parts,
+    far under S3's 10 000), four parts in flight: under the memory target (README, "Performance")."""
+    part = config["OFFSITE_PART_MB"] * MB
+    return TransferConfig(multipart_threshold=part, multipart_chunksize=part, max_concurrency=4)
+
+
 REMOTE_KEY = re.compile(r"(backup-\d{8}T\d{6}\.\d{6}Z-[a-z-]+\.sqlite3)" + re.escape(SEALED_SUFFIX) + r"\Z")
 MAX_LISTED = 1000
 
@@ -254,7 +260,7 @@ def upload_backup(
             target.bucket,
             key,
             ExtraArgs={"Metadata": metadata, "ContentType": "application/octet-stream"},
-            Config=TRANSFER,
+            Config=transfer_config(config),
             Callback=sent,
         )
         head = client.head_object(Bucket=target.bucket, Key=key)

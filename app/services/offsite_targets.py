@@ -227,6 +227,8 @@ def enabled_targets(db: Database) -> list[OffsiteTarget]:
 
 
 def get_target(db: Database, target_id: int) -> OffsiteTarget | None:
+    if not 0 < target_id < 2**63:  # beyond SQLite's integers: no such target
+        return None
     with db.session() as session:
         return session.get(OffsiteTarget, target_id)
 

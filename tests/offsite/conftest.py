@@ -11,9 +11,11 @@ from tests.offsite.support import FaultyS3, OffsiteApp
 def s3(tmp_path):
     """A real S3 server (rclone) with a bucket ``backups``; its storage can be made full."""
     server = FaultyS3(tmp_path / "s3").start()
-    server.make_bucket("backups")
-    yield server
-    server.stop()
+    try:
+        server.make_bucket("backups")
+        yield server
+    finally:
+        server.kill()
 
 
 @pytest.fixture

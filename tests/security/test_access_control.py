@@ -23,6 +23,7 @@ URL_VALUES = {
     "filename": "css/app.css",
     "task_id": "backup_db",
     "task_name": "backup",
+    "target_id": 1,
 }
 WRONG_AUTHORIZATIONS = [
     "Bearer wrong-token-wrong-token-wrong",

@@ -171,7 +171,7 @@ class S3Server:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,  # its own process group: pause, resume and kill reach every thread
-                preexec_fn=_die_with_parent,
+                preexec_fn=self.in_child,
             )
         _RUNNING.add(self)
         probe = self.client(retries={"max_attempts": 1}, connect_timeout=1, read_timeout=2)
@@ -187,6 +187,10 @@ class S3Server:
 
         wait_for(ready, timeout, interval=0.05, message=f"{self.name} did not answer within {timeout} s:\n{self.log()}")
         return self
+
+    def in_child(self) -> None:
+        """Runs in the server's process before it starts (limits, the parent-death signal)."""
+        _die_with_parent()
 
     def serves_its_data(self) -> bool:
         """Once it lists buckets, can it also read the objects it stored before a restart?"""
