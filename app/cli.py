@@ -15,6 +15,7 @@ from app.api.serializers import backup_json, health_json, job_json, run_json
 from app.extensions import get_db
 from app.forms.schedule import ScheduleForm
 from app.notify_cli import notify_cli
+from app.offsite_cli import offsite_cli
 from app.services import runs
 from app.services.backup_tasks import BACKUP_TASK, restore_now
 from app.services.backups import BackupNotFound
@@ -169,3 +170,4 @@ def init_app(app: Flask) -> None:
     app.cli.add_command(scheduler_cli)
     app.cli.add_command(init_db)
     app.cli.add_command(notify_cli)
+    app.cli.add_command(offsite_cli)

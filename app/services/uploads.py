@@ -54,10 +54,16 @@ def accept_upload(db: Database, backups_dir: Path, staged: Path) -> BackupResult
     return BackupResult(final_path, size, digest, created_at, 0, "uploaded")
 
 
+# Files a download from an off-site target streams into (app/services/offsite.py, sealing.py).
+FETCH_PATTERNS = (".offsite-down-*.tmp", ".unseal-*.tmp")
+
+
 def remove_abandoned_uploads(backups_dir: Path, older_than: float = ABANDONED_AFTER_SECONDS) -> list[str]:
-    """Remove staged uploads a killed worker left behind (untouched for a day: none is still arriving)."""
+    """Remove staged uploads and off-site downloads a killed worker left behind (untouched
+    for a day: none is still arriving)."""
     removed = []
-    for path in backups_dir.glob(f"{UPLOAD_PREFIX}*{UPLOAD_SUFFIX}"):
+    patterns = (f"{UPLOAD_PREFIX}*{UPLOAD_SUFFIX}", *FETCH_PATTERNS)
+    for path in (found for pattern in patterns for found in backups_dir.glob(pattern)):
         try:
             if time.time() - path.stat().st_mtime > older_than:
                 discard_upload(path)

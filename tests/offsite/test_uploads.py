@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -225,3 +227,23 @@ def test_the_whole_cycle_works_on_each_server_implementation(make_app, s3_server
     assert (offsite_app.backups_dir / answer.json["file"]).read_bytes() == (
         offsite_app.backups_dir / files[2]
     ).read_bytes()
+
+
+def test_a_download_a_killed_worker_left_behind_is_removed_by_the_next_fetch(offsite_app):
+    created = offsite_app.add_target()
+    offsite_app.write_rows(10)
+    run = offsite_app.backup().run
+    old = offsite_app.backups_dir / ".offsite-down-0123456789abcdef.tmp"
+    half = offsite_app.backups_dir / ".unseal-0123456789abcdef.tmp"
+    fresh = offsite_app.backups_dir / ".offsite-down-fedcba9876543210.tmp"  # another fetch, still arriving
+    for path in (old, half, fresh):
+        path.write_bytes(b"partial")
+    day_ago = time.time() - 25 * 3600
+    for path in (old, half):
+        os.utime(path, (day_ago, day_ago))
+    answer = offsite_app.client.post(
+        f"/api/v1/settings/offsite/{created['id']}/copies/fetch",
+        json={"key": f"app/{run.file}.zst.age", "identity": IDENTITY},
+    )
+    assert answer.status_code == 201
+    assert not old.exists() and not half.exists() and fresh.exists()
