@@ -32,8 +32,9 @@ run: $(VENV)/.runtime-installed
 dev: $(VENV)/.runtime-installed
 	$(BIN)/flask run --debug
 
-## Unit, integration and end-to-end tests (finds or installs Chromium).
+## Unit, integration and end-to-end tests (finds or installs Chromium, age and zstd).
 test: $(VENV)/.dev-installed
+	scripts/ensure-tools
 	CHROMIUM_PATH="$$(scripts/ensure-chromium)" $(BIN)/python -m pytest $(PARALLEL) $(E2E_ARTIFACTS)
 
 ## Everything but the end-to-end and slow tests.
