@@ -39,6 +39,7 @@ test: $(VENV)/.dev-installed
 
 ## Everything but the end-to-end and slow tests.
 test-fast: $(VENV)/.dev-installed
+	scripts/ensure-tools
 	$(BIN)/python -m pytest $(PARALLEL) -m "not e2e and not slow"
 
 lint: $(VENV)/.dev-installed
