@@ -23,7 +23,7 @@ from bench.suite import run_suite
 from bench.system import CpuWatch
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-MEASUREMENTS = ("impact", "backup", "restore", "polling", "weight", "scheduler", "notify")
+MEASUREMENTS = ("impact", "backup", "restore", "polling", "weight", "scheduler", "notify", "offsite")
 QUICK_MEASUREMENTS = ("impact", "backup", "restore")  # issue 15's targets, in about 2-3 minutes
 QUICK_REPEATS = 3
 QUIET_SAMPLE_SECONDS = 3.0

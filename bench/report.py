@@ -100,6 +100,9 @@ def targets(results: dict) -> list[Target]:
         found.append(
             Target("time a hanging receiver adds to a run", notify["hanging_receiver_added_ms_max"] / 1000, "<", 1, "s")
         )
+    if offsite := section("offsite"):
+        found.append(_paired("sealed upload / rclone copy of the plaintext", offsite["ratio"], "<=", 1.5))
+        found.append(Target("peak memory of the uploading process", offsite["peak_rss_mb_max"], "<", 200, "MB"))
     for key, value in results.items():
         if isinstance(value, dict) and "error" in value:
             found.append(Target(f"{key} ran", None, "==", 1, ""))
@@ -242,6 +245,20 @@ def _notify(notify: dict) -> list[str]:
     ]
 
 
+def _offsite(offsite: dict) -> list[str]:
+    lines = [f"7. Off-site upload (1 target, local rclone serve s3){_others(offsite)}"]
+    for number, item in enumerate(offsite["rounds"], 1):
+        lines.append(
+            f"   round {number}: rclone copy {item['rclone_copy_s']:.2f} s, sealed upload {item['upload_s']:.2f} s "
+            f"({item['ratio']:.2f}x), peak {item['peak_rss_mb']} MB"
+        )
+    lines.append(
+        f"   sealed upload / rclone copy: {_spread(offsite['ratio'])}; bytes stored off-site / local backup "
+        f"{offsite['stored_over_local']:.3f} (synthetic data)"
+    )
+    return lines
+
+
 SECTIONS = (
     ("backup_cost", _backup_cost),
     ("restore_cost", _restore_cost),
@@ -250,6 +267,7 @@ SECTIONS = (
     ("scheduler", _scheduler),
     ("page_weight", _page_weight),
     ("notify", _notify),
+    ("offsite", _offsite),
 )
 
 

@@ -77,6 +77,11 @@ def run_suite(
             run.results["restore_cost"] = measure_restore_cost(dataset.path, repeats, log)
     if {"polling", "weight"} & set(only):
         _polling_and_weight(only, run)
+    if "offsite" in only:
+        from bench.offsite import measure_offsite
+
+        with run.measure("off-site upload", "offsite", load):
+            run.results["offsite"] = measure_offsite(dataset.path, repeats, log)
     if "notify" in only:
         from bench.notify import measure_notify
 
