@@ -195,3 +195,26 @@ def test_two_task_sections_with_errors_in_one_have_no_violations(settings_page, 
     expect(verification.locator(".error-summary")).to_have_count(0)
     expect(verification.locator("[aria-invalid]")).to_have_count(0)
     audit(page, "two-tasks-one-with-errors", pytestconfig)
+
+
+def test_off_site_targets_a_failing_one_a_listing_and_form_errors_have_no_violations(
+    offsite_server, s3, page, pytestconfig
+):
+    from e2e.test_offsite_steps import add_target_through_the_form, fill_target, offsite_block, target_card
+
+    open_settings(page, offsite_server)
+    add_target_through_the_form(page, s3)
+    add_target_through_the_form(page, s3, name="Broken", secret="not-the-secret-key-of-that-server")
+    page.get_by_role("button", name="Run backup now").click()
+    expect(alerts(page)).to_contain_text("Backup finished with warnings", timeout=15_000)
+    fill_target(page, s3, "Third", endpoint="ftp://example.org")
+    offsite_block(page).get_by_role("button", name="Add target").click()
+    expect(offsite_block(page).locator(".error-summary")).to_be_visible()
+    target_card(page, "Local S3").get_by_role("link", name="Show remote copies").click()
+    expect(page.get_by_role("region", name="Remote copies on Local S3")).to_be_visible()
+    audit(page, "offsite-targets", pytestconfig)
+    page.get_by_role("region", name="Remote copies on Local S3").get_by_role("link").first.click()
+    expect(page.get_by_role("heading", name="Restore from Local S3")).to_be_visible()
+    page.get_by_role("button", name="Download and check").click()
+    expect(page.locator(".error-summary")).to_be_visible()
+    audit(page, "offsite-fetch-with-error", pytestconfig)

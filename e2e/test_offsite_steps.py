@@ -15,21 +15,6 @@ from tests.offsite.support import ACCESS_KEY, IDENTITY, RECIPIENT, SECRET_KEY, F
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture
-def s3(tmp_path):
-    server = FaultyS3(tmp_path / "s3").start()
-    try:
-        server.make_bucket("backups")
-        yield server
-    finally:
-        server.kill()
-
-
-@pytest.fixture
-def offsite_server(gunicorn):
-    return gunicorn(OFFSITE_TIMEOUT_SECONDS="5", OFFSITE_SCRYPT_WORK_FACTOR="10")
-
-
 def offsite_block(page: Page):
     return page.get_by_role("region", name="Off-site copies")
 
