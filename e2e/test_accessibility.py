@@ -204,10 +204,10 @@ def test_off_site_targets_a_failing_one_a_listing_and_form_errors_have_no_violat
 
     open_settings(page, offsite_server)
     add_target_through_the_form(page, s3)
-    add_target_through_the_form(page, s3, name="Broken", secret="not-the-secret-key-of-that-server")
+    add_target_through_the_form(page, s3, name="Broken", secret="not-the-secret-key-of-that-server", prefix="broken/")
     page.get_by_role("button", name="Run backup now").click()
     expect(alerts(page)).to_contain_text("Backup finished with warnings", timeout=15_000)
-    fill_target(page, s3, "Third", endpoint="ftp://example.org")
+    fill_target(page, s3, "Third", endpoint="ftp://example.org", prefix="third/")
     offsite_block(page).get_by_role("button", name="Add target").click()
     expect(offsite_block(page).locator(".error-summary")).to_be_visible()
     target_card(page, "Local S3").get_by_role("link", name="Show remote copies").click()

@@ -23,14 +23,16 @@ def target_card(page: Page, name: str):
     return offsite_block(page).get_by_role("article", name=name)
 
 
-def fill_target(page: Page, s3: FaultyS3, name: str, secret: str = SECRET_KEY, endpoint: str | None = None) -> None:
+def fill_target(
+    page: Page, s3: FaultyS3, name: str, secret: str = SECRET_KEY, endpoint: str | None = None, prefix: str = "app/"
+) -> None:
     block = offsite_block(page)
     if not block.get_by_label("Name", exact=True).is_visible():
         block.get_by_text("New target", exact=True).click()  # the form folds away once a target exists
     block.get_by_label("Name", exact=True).fill(name)
     block.get_by_label("Endpoint URL").fill(endpoint or s3.endpoint)
     block.get_by_label("Bucket").fill("backups")
-    block.get_by_label("Prefix").fill("app/")
+    block.get_by_label("Prefix").fill(prefix)
     block.get_by_label("Access key").fill(ACCESS_KEY)
     block.get_by_label("Secret key").fill(secret)
     block.get_by_label("Age public key", exact=True).fill(RECIPIENT)
@@ -134,7 +136,7 @@ def test_step_25_a_failing_target_is_a_warning_not_a_failure(offsite_server, s3,
     seed_rows(offsite_server)
     open_settings(page, offsite_server)
     add_target_through_the_form(page, s3)
-    add_target_through_the_form(page, s3, name="Broken", secret="not-the-secret-key-of-that-server")
+    add_target_through_the_form(page, s3, name="Broken", secret="not-the-secret-key-of-that-server", prefix="broken/")
     page.get_by_role("button", name="Run backup now").click()
     expect(alerts(page)).to_contain_text("Backup finished with warnings", timeout=15_000)
     expect(alerts(page)).to_contain_text("Broken: failed: The server refused the access key or secret key")

@@ -82,6 +82,7 @@ class OffsiteTargetForm(Form):
         try:
             return check(*args)
         except (TargetError, SealError) as exc:
+            field = getattr(self, getattr(exc, "field", ""), None) or field  # the field the error is about
             field.errors = [*field.errors, str(exc)] if isinstance(field.errors, list) else [str(exc)]
             return None
 
@@ -115,6 +116,19 @@ class OffsiteTargetForm(Form):
         if values["name"] and self.db is not None and targets.name_taken(self.db, values["name"], stored and stored.id):
             self.name.errors = [*self.name.errors, f"A target named “{values['name']}” exists already."]
             values["name"] = None
+        if values["endpoint"] and values["bucket"] and self.addressing.data == "virtual":
+            # The host connected to is "<bucket>.<endpoint host>": check that one too.
+            self._check(self.bucket, targets.check_virtual_host, values["endpoint"], values["bucket"])
+        if values["endpoint"] and values["bucket"] and values["prefix"] is not None and self.db is not None:
+            other = targets.same_place(
+                self.db, values["endpoint"], values["bucket"], values["prefix"], stored and stored.id
+            )
+            if other is not None:
+                self.prefix.errors = [
+                    *self.prefix.errors,
+                    f"The target “{other.name}” already keeps its copies in this bucket and prefix: give this one "
+                    "its own prefix, or each would overwrite and prune the other's copies.",
+                ]
         if any(field.errors for field in self):
             return None
         return TargetSettings(

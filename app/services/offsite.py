@@ -18,6 +18,7 @@ import logging
 import os
 import re
 import secrets
+import shutil
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -37,12 +38,12 @@ from botocore.exceptions import (
     NoCredentialsError,
     ReadTimeoutError,
 )
-from sqlalchemy import delete
+from sqlalchemy import delete, select
 
 from app.db import Database
 from app.models import OffsiteCopy, OffsiteTarget, utcnow
 from app.services import notifications, offsite_targets
-from app.services.backups import prepare_folder
+from app.services.backups import BackupError, prepare_folder
 from app.services.errors import TaskError
 from app.services.retention import keep_last
 from app.services.sealing import SEALED_SUFFIX, SealError, seal, unseal
@@ -113,7 +114,7 @@ def client_for(config: Mapping, target: OffsiteTarget):
         user_agent_extra="settings-scheduler",
     )
     session = boto3.session.Session()
-    return session.client(
+    client = session.client(
         "s3",
         endpoint_url=target.endpoint,
         region_name=target.region,
@@ -121,6 +122,13 @@ def client_for(config: Mapping, target: OffsiteTarget):
         aws_secret_access_key=target.secret_key,
         config=settings,
     )
+    # Every request, retries and virtual-host names included: the host it goes to is checked.
+    client.meta.events.register("before-send.s3", _check_request_host)
+    return client
+
+
+def _check_request_host(request, **_kwargs) -> None:
+    offsite_targets.check_connection_host(request.url)
 
 
 def explain(exc: BaseException, target: OffsiteTarget, timeout: float) -> str:
@@ -156,7 +164,7 @@ def explain(exc: BaseException, target: OffsiteTarget, timeout: float) -> str:
     if isinstance(exc, SealError):
         return str(exc)
     if isinstance(exc, OSError):
-        return f"A local file error stopped the upload: {exc.strerror or exc}."
+        return f"A local file error: {exc.strerror or exc}{f' ({exc.filename})' if exc.filename else ''}."
     return f"Unexpected error: {exc}"
 
 
@@ -402,9 +410,8 @@ def list_remote(config: Mapping, db: Database, target: OffsiteTarget) -> list[Re
                     plain_sha256=copy.plain_sha256 if copy else None,
                 )
             )
-            if len(found) >= MAX_LISTED:
-                break
-    return sorted(found, key=lambda copy: copy.backup, reverse=True)
+    # Keys are small: list them all, keep the newest (S3 lists in ascending key order).
+    return sorted(found, key=lambda copy: copy.backup, reverse=True)[:MAX_LISTED]
 
 
 def check_remote_key(target: OffsiteTarget, key: str) -> str:
@@ -427,6 +434,7 @@ def fetch_copy(
     keep it as an "uploaded" backup (the same checks as an upload); restoring it is the usual
     confirmed step. The identity or passphrase is never stored."""
     check_remote_key(target, key)
+    prepare_folder(backups_dir)
     temp = backups_dir / f"{FETCH_TEMP}{secrets.token_hex(8)}{TEMP_SUFFIX}"
     staged = None
     try:
@@ -435,23 +443,28 @@ def fetch_copy(
         # What was recorded at upload: the catalogue (this install's own), else the object's
         # metadata (a new install recovering from a disaster has no catalogue yet).
         expected = _metadata(head)
-        known = next((copy for copy in offsite_targets.copies_of(db, target.id) if copy.key == key), None)
+        known = catalogued_copy(db, target, key)
         if known is not None:
             expected.update({"sealed-sha256": known.sealed_sha256, "plain-sha256": known.plain_sha256})
+        limit = _fetch_limit(config, known)
+        size = head.get("ContentLength") or 0
+        if size > limit:
+            raise OffsiteError(f"The copy is {_size(size)}, more than this app accepts from outside ({_size(limit)}).")
+        _check_room(backups_dir, size)
         answer = client.get_object(Bucket=target.bucket, Key=key)
-        digest = _download(answer["Body"], temp)
+        digest = _download(answer["Body"], temp, limit)
         if expected.get("sealed-sha256") and expected["sealed-sha256"] != digest:
             raise OffsiteError("The downloaded copy differs from what was uploaded (sha256 mismatch).")
         staged, handle = open_staged_upload(backups_dir)
         handle.close()
         with open(temp, "rb") as source:
-            plain_sha256, _plain_size = unseal(source, staged, identity=identity, passphrase=passphrase)
+            plain_sha256, _plain_size = unseal(source, staged, identity=identity, passphrase=passphrase, limit=limit)
         if expected.get("plain-sha256") and expected["plain-sha256"] != plain_sha256:
             raise OffsiteError("The opened copy differs from the backup that was uploaded (sha256 mismatch).")
         return accept_upload(db, backups_dir, staged)
     except OffsiteError:
         raise
-    except SealError as exc:
+    except (SealError, BackupError) as exc:  # BackupError: it opened, but is not a usable backup
         raise OffsiteError(str(exc)) from None
     except (ClientError, BotoCoreError, offsite_targets.TargetError, OSError) as exc:
         raise OffsiteError(explain(exc, target, config["OFFSITE_TIMEOUT_SECONDS"])) from None
@@ -461,10 +474,38 @@ def fetch_copy(
             discard_upload(staged)
 
 
-def _download(body, path: Path) -> str:
+def catalogued_copy(db: Database, target: OffsiteTarget, key: str) -> OffsiteCopy | None:
+    """What this install recorded when it uploaded ``key`` to ``target`` (None: not ours)."""
+    with db.session() as session:
+        query = select(OffsiteCopy).where(OffsiteCopy.target_id == target.id, OffsiteCopy.key == key)
+        return session.scalars(query).first()
+
+
+def _fetch_limit(config: Mapping, known: OffsiteCopy | None) -> int:
+    """The largest copy a fetch accepts: what this install uploaded, or ``MAX_UPLOAD_MB`` for a
+    copy it did not write (anyone who can write to the bucket can seal to a public key)."""
+    limit = config["MAX_UPLOAD_MB"] * MB
+    return max(limit, known.plain_size, known.sealed_size) if known is not None else limit
+
+
+def _check_room(folder: Path, sealed_size: int) -> None:
+    """Refuse a download the backup folder's disk cannot hold (the copy and its opened form)."""
+    free = shutil.disk_usage(folder).free
+    if free < 3 * sealed_size + 64 * MB:
+        raise OffsiteError(
+            f"The backup folder's disk has {_size(free)} free: not enough to download and open "
+            f"a {_size(sealed_size)} copy."
+        )
+
+
+def _download(body, path: Path, limit: int) -> str:
     digest = hashlib.sha256()
+    written = 0
     with _owner_only_file(path) as out:
         for chunk in iter(lambda: body.read(MB), b""):
+            written += len(chunk)
+            if written > limit:
+                raise OffsiteError("The copy is larger than its listing said; it was not kept.")
             digest.update(chunk)
             out.write(chunk)
         out.flush()

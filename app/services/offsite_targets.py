@@ -107,7 +107,9 @@ def check_endpoint(text: str, resolve: bool = True) -> str:
         raise TargetError("endpoint", "The endpoint URL must not have a query (?) or fragment (#).")
     if any(char.isspace() for char in text):
         raise TargetError("endpoint", "The endpoint URL must not contain spaces.")
-    host = parts.hostname
+    host = parts.hostname.rstrip(".")
+    if not host:
+        raise TargetError("endpoint", "The endpoint URL has no host name.")
     _refuse_forbidden(host, [host] if _is_ip(host) else (resolve_host(host, port) if resolve else []))
     return text.rstrip("/")
 
@@ -141,6 +143,47 @@ def _refuse_forbidden(host: str, addresses: list[str]) -> None:
                 f"The endpoint {where} is a link-local, metadata or unspecified address; "
                 "the server will not connect there.",
             )
+
+
+def check_virtual_host(endpoint: str, bucket: str) -> str:
+    """Virtual-host addressing connects to ``<bucket>.<host>``: a dotted bucket could make that
+    any name (``a.169.254.169.254``), so it is refused, and the name is checked like the endpoint."""
+    if "." in bucket:
+        raise TargetError("bucket", "With virtual-host addressing the bucket name must not contain dots.")
+    parts = urlsplit(endpoint)
+    if _is_ip(parts.hostname.rstrip(".")):
+        raise TargetError("addressing", "Virtual-host addressing needs a host name, not an IP address: use path style.")
+    host = f"{bucket}.{parts.hostname}"
+    _refuse_forbidden(host, resolve_host(host, parts.port))
+    return bucket
+
+
+def same_place(db: Database, endpoint: str, bucket: str, prefix: str, except_id: int | None = None):
+    """Another target writing to the same bucket and prefix on the same endpoint, if any."""
+    for target in list_targets(db):
+        if target.id == except_id:
+            continue
+        if (_place(target.endpoint), target.bucket, target.prefix) == (_place(endpoint), bucket, prefix):
+            return target
+    return None
+
+
+def _place(endpoint: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(endpoint)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return (parts.hostname or "").rstrip(".").lower(), parts.path.rstrip("/"), port
+
+
+def check_connection_host(url: str) -> None:
+    """Before each request: the host it goes to (endpoint or ``<bucket>.<endpoint>``) must
+    resolve, and to no forbidden address. Names are looked up again at connect time by
+    urllib3, so a name rebinding between the two lookups is not caught (README, Security)."""
+    parts = urlsplit(url)
+    host = (parts.hostname or "").rstrip(".")
+    addresses = [host] if _is_ip(host) else resolve_host(host, parts.port)
+    if not addresses:
+        raise TargetError("endpoint", f"The name {host} does not resolve to any address.")
+    _refuse_forbidden(host, addresses)
 
 
 def check_bucket(text: str) -> str:

@@ -250,11 +250,17 @@ class _ReplayReader(io.RawIOBase):
 class _DecompressingWriter:
     """Decompresses zstd frames written to it into ``file``, hashing the plaintext, in bounded pieces."""
 
-    def __init__(self, file: BinaryIO, progress: _Progress) -> None:
+    def __init__(self, file: BinaryIO, progress: _Progress, limit: int | None = None) -> None:
         self._file = file
         self._progress = progress
+        self._limit = limit
         self._decompressor = ZstdDecompressor()
         self.write_error: OSError | None = None
+        self.too_large = False
+
+    @property
+    def limit_mb(self) -> int:
+        return (self._limit or 0) // 2**20
 
     def write(self, data: bytes) -> int:
         pending = bytes(data)
@@ -275,6 +281,9 @@ class _DecompressingWriter:
                 return len(data)
 
     def _save(self, plain: bytes) -> None:
+        if self._limit is not None and self._progress.size + len(plain) > self._limit:
+            self.too_large = True
+            raise SealError(f"The opened copy is larger than {self.limit_mb} MB; it was not kept.")
         try:
             self._file.write(plain)
         except OSError as error:
@@ -306,6 +315,8 @@ def _decrypt_to(source: BinaryIO, writer: _DecompressingWriter, identity: str | 
             raise SealError("The key does not open this copy.") from None
         raise SealError(f"The copy is damaged: {error}.") from None
     except OSError:
+        if writer.too_large:  # our refusal, reported by rage as its own OSError
+            raise SealError(f"The opened copy is larger than {writer.limit_mb} MB; it was not kept.") from None
         if writer.write_error is not None:
             raise
         # rage reports any chunk that fails to authenticate, cut or changed, as "decryption error".
@@ -319,8 +330,11 @@ def unseal(
     identity: str | None = None,
     passphrase: str | None = None,
     progress: Callable[[int], None] | None = None,
+    limit: int | None = None,
 ) -> tuple[str, int]:
     """Decrypt and decompress ``source`` into ``dest``; return the plaintext's (sha256, size).
+
+    ``limit``: the most plaintext bytes to write (a copy that opens larger is refused).
 
     ``dest`` appears complete or not at all: written to a temporary file in its folder,
     fsynced, then renamed. On any error what was written is removed and ``SealError`` raised.
@@ -330,7 +344,7 @@ def unseal(
     temp = dest.parent / f"{TEMP_PREFIX}{secrets.token_hex(8)}{TEMP_SUFFIX}"
     try:
         with open(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as file:
-            writer = _DecompressingWriter(file, written)
+            writer = _DecompressingWriter(file, written, limit)
             _decrypt_to(source, writer, identity, passphrase)
             writer.finish()
             file.flush()

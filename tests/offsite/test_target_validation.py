@@ -158,3 +158,75 @@ def test_the_page_form_keeps_what_was_typed_and_marks_the_bad_field(client, db, 
     answer = client.post("/settings/offsite", data=form, headers=htmx)
     assert answer.status_code == 200 and "Target NAS added." in answer.get_data(as_text=True)
     assert [target.bucket for target in stored(db)] == ["good-bucket"]
+
+
+def test_two_targets_may_not_share_a_bucket_and_prefix(client, db):
+    assert client.post("/api/v1/settings/offsite", json=good()).status_code == 201
+    same = client.post("/api/v1/settings/offsite", json=good(name="Twin", endpoint="http://127.0.0.1:9000/"))
+    assert same.status_code == 400
+    assert "“NAS” already keeps its copies in this bucket and prefix" in same.json["errors"]["prefix"][0]
+    other_prefix = client.post("/api/v1/settings/offsite", json=good(name="Twin", prefix="twin/"))
+    assert other_prefix.status_code == 201
+    assert len(stored(db)) == 2
+
+
+@pytest.mark.parametrize(
+    ("changes", "field", "message"),
+    [
+        ({"bucket": "a.169.254.169.254"}, "bucket", "must not contain dots"),
+        ({"endpoint": "http://127.0.0.1:9000"}, "addressing", "needs a host name"),
+    ],
+)
+def test_virtual_host_addressing_cannot_reach_another_host(client, db, changes, field, message):
+    body = good(**{"addressing": "virtual", "endpoint": "http://s3.example.internal:9000", **changes})
+    answer = client.post("/api/v1/settings/offsite", json=body)
+    assert answer.status_code == 400 and message in " ".join(answer.json["errors"][field])
+    assert stored(db) == []
+
+
+def test_a_virtual_host_name_resolving_to_a_metadata_address_is_refused(client, db, monkeypatch):
+    # DNS is outside the product: "backups.evil.example" resolves to the metadata service.
+    monkeypatch.setattr(
+        offsite_targets,
+        "resolve_host",
+        lambda host, port: ["169.254.169.254"] if host.startswith("backups.") else ["203.0.113.7"],
+    )
+    answer = client.post(
+        "/api/v1/settings/offsite", json=good(addressing="virtual", endpoint="http://evil.example:9000")
+    )
+    assert answer.status_code == 400
+    assert "backups.evil.example (169.254.169.254)" in answer.json["errors"]["endpoint"][0]
+
+
+def test_each_request_checks_the_host_it_goes_to_not_only_the_form(make_app, monkeypatch):
+    """A name that resolved to a public address when saved and to the metadata service now:
+    the request is refused before anything is sent."""
+    from app.models import OffsiteTarget
+    from app.services import offsite
+
+    app = make_app()
+    target = OffsiteTarget(
+        name="t",
+        endpoint="http://rebinding.example:9000",
+        region="us-east-1",
+        bucket="backups",
+        prefix="",
+        addressing="path",
+        access_key="AKIAIOSFODNN7EXAMPLE",
+        secret_key="x" * 40,
+        encryption="age",
+        recipient=RECIPIENT,
+    )
+    answers = iter([["203.0.113.7"], ["169.254.169.254"]])  # the check in client_for, then the request's
+    monkeypatch.setattr(offsite_targets, "resolve_host", lambda host, port: next(answers))
+    client = offsite.client_for(app.config, target)
+    with pytest.raises(offsite_targets.TargetError, match="link-local, metadata"):
+        client.head_bucket(Bucket="backups")
+
+
+@pytest.mark.parametrize(
+    "endpoint", ["http://169.254.169.254./", "http://2852039166/", "http://0xA9FEA9FE/", "http://0251.0376.0251.0376/"]
+)
+def test_other_spellings_of_the_metadata_address_are_refused(client, db, endpoint):
+    answer = client.post("/api/v1/settings/offsite", json=good(endpoint=endpoint))
+    assert answer.status_code == 400 and "link-local, metadata" in answer.json["errors"]["endpoint"][0]

@@ -144,7 +144,7 @@ def test_retention_keeps_the_last_n_of_our_copies_and_never_touches_other_object
 
 def test_a_second_target_failing_makes_the_run_success_with_warnings(offsite_app):
     offsite_app.add_target(name="good")
-    offsite_app.add_target(name="bad", secret_key="not-the-right-secret-key-at-all")
+    offsite_app.add_target(name="bad", prefix="bad/", secret_key="not-the-right-secret-key-at-all")
     offsite_app.write_rows(100)
     run = offsite_app.backup().run
 
@@ -173,7 +173,7 @@ def test_test_connection_writes_reads_and_deletes_a_probe(offsite_app, addressin
     answer = offsite_app.client.post(f"/api/v1/settings/offsite/{created['id']}/test")
     assert answer.json["ok"] is True and "wrote, read back and deleted" in answer.json["message"]
     assert offsite_app.s3.objects() == {}  # the probe is gone
-    bad = offsite_app.add_target(name="wrong", secret_key="x" * 40)
+    bad = offsite_app.add_target(name="wrong", prefix="wrong/", secret_key="x" * 40)
     answer = offsite_app.client.post(f"/api/v1/settings/offsite/{bad['id']}/test")
     assert answer.json["ok"] is False and "refused the access key or secret key" in answer.json["message"]
     assert SECRET_NOT_IN(answer.get_data(as_text=True))
@@ -247,3 +247,34 @@ def test_a_download_a_killed_worker_left_behind_is_removed_by_the_next_fetch(off
     )
     assert answer.status_code == 201
     assert not old.exists() and not half.exists() and fresh.exists()
+
+
+def test_a_copy_that_opens_but_is_not_a_database_is_refused_with_the_reason(offsite_app):
+    created = offsite_app.add_target()
+    import io
+
+    from app.services.sealing import seal
+
+    junk = offsite_app.data_path.parent / "junk.txt"
+    junk.write_bytes(b"not a database, only text\n" * 100)
+    sealed = io.BytesIO()
+    seal(junk, sealed, recipient=RECIPIENT)
+    key = "app/backup-20260101T000000.000000Z-manual.sqlite3.zst.age"
+    offsite_app.s3.client().put_object(Bucket="backups", Key=key, Body=sealed.getvalue())
+    answer = offsite_app.client.post(
+        f"/api/v1/settings/offsite/{created['id']}/copies/fetch", json={"key": key, "identity": IDENTITY}
+    )
+    assert answer.status_code == 400 and "not a SQLite database" in answer.json["error"]
+    assert [path.name for path in offsite_app.backups_dir.iterdir()] == []
+
+
+def test_a_foreign_copy_larger_than_the_upload_limit_is_not_downloaded(make_app, s3):
+    app = make_app(MAX_UPLOAD_MB=1)
+    offsite_app = OffsiteApp(app, s3)
+    created = offsite_app.add_target()
+    key = "app/backup-20990101T000000.000000Z-manual.sqlite3.zst.age"
+    s3.client().put_object(Bucket="backups", Key=key, Body=os.urandom(2 * 1024 * 1024))
+    answer = offsite_app.client.post(
+        f"/api/v1/settings/offsite/{created['id']}/copies/fetch", json={"key": key, "identity": IDENTITY}
+    )
+    assert answer.status_code == 400 and "more than this app accepts from outside" in answer.json["error"]
