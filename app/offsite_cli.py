@@ -78,14 +78,13 @@ def offsite_fetch(target_id: int, key: str, identity_file: Path | None, passphra
     """
     target = _target(target_id)
     identity = passphrase = None
+    if identity_file is None and not (passphrase_env and os.environ.get(passphrase_env)):
+        wanted = "--identity-file (age private key)" if target.encryption == "age" else "--passphrase-env VAR"
+        raise click.UsageError(f"Give the key that opens the copy: {wanted}.")
     try:
-        if target.encryption == "age":
-            if identity_file is None:
-                raise click.UsageError("This target's copies open with an age private key: give --identity-file.")
+        if identity_file is not None:
             identity = check_identity(identity_file.read_text())
         else:
-            if not passphrase_env or not os.environ.get(passphrase_env):
-                raise click.UsageError("This target's copies open with a passphrase: give --passphrase-env VAR.")
             passphrase = os.environ[passphrase_env]
         backup = offsite.fetch_copy(
             current_app.config,

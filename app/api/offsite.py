@@ -145,27 +145,27 @@ def list_offsite_copies(target_id: int):
 def fetch_offsite_copy(target_id: int):
     """Bring a copy back as an "uploaded" backup: body ``{"key", "identity"}`` or ``{"key", "passphrase"}``.
 
-    201 with the backup (restore it with ``POST /settings/backups/<file>/restore``); 400 when
-    the key does not open it or a check fails; 502 when the server fails."""
+    201 with the backup (restore it with ``POST /settings/backups/<file>/restore``); 400 with
+    the reason when the key does not open it, a check fails or the server fails."""
     target = _target(target_id)
     body = _json_body()
     if not isinstance(body, dict) or not isinstance(body.get("key"), str):
         return jsonify(error='Send {"key": "<object key>", "identity": "AGE-SECRET-KEY-1..."} or a "passphrase".'), 400
-    secret = body.get("identity") if target.encryption == "age" else body.get("passphrase")
-    if not isinstance(secret, str) or not secret.strip():
+    identity, passphrase = body.get("identity"), body.get("passphrase")
+    if not any(isinstance(value, str) and value.strip() for value in (identity, passphrase)):
         wanted = "identity (AGE-SECRET-KEY-1...)" if target.encryption == "age" else "passphrase"
-        return jsonify(error=f"This target's copies open with an {wanted}; send it as that field."), 400
+        return jsonify(error=f"Send the {wanted} that opens the copy (or the other field if it was sealed so)."), 400
     try:
         offsite.check_remote_key(target, body["key"])
-        identity = check_identity(secret) if target.encryption == "age" else None
+        use_identity = isinstance(identity, str) and bool(identity.strip())
         backup = offsite.fetch_copy(
             current_app.config,
             get_db(),
             target,
             body["key"],
             Path(current_app.config["BACKUPS_DIR"]),
-            identity=identity,
-            passphrase=secret if target.encryption == "passphrase" else None,
+            identity=check_identity(identity) if use_identity else None,
+            passphrase=None if use_identity else passphrase,
         )
     except (offsite.OffsiteError, SealError) as exc:
         return jsonify(error=str(exc)), 400

@@ -481,6 +481,13 @@ def catalogued_copy(db: Database, target: OffsiteTarget, key: str) -> OffsiteCop
         return session.scalars(query).first()
 
 
+def copy_encryption(db: Database, target: OffsiteTarget, key: str) -> str:
+    """How a copy is expected to be sealed: as catalogued when it was uploaded, else the
+    target's current setting (``age`` or ``passphrase``)."""
+    known = catalogued_copy(db, target, key)
+    return known.encryption if known is not None else target.encryption
+
+
 def _fetch_limit(config: Mapping, known: OffsiteCopy | None) -> int:
     """The largest copy a fetch accepts: what this install uploaded, or ``MAX_UPLOAD_MB`` for a
     copy it did not write (anyone who can write to the bucket can seal to a public key)."""

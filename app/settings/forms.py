@@ -33,7 +33,9 @@ class UploadForm(Form):
 class FetchForm(Form):
     """Bring back an off-site copy: which object, and the key that opens it (never stored).
 
-    ``encryption`` (the target's) says which of ``identity`` and ``passphrase`` is asked for.
+    ``encryption`` is how the copy is expected to be sealed (its catalogue entry, else the
+    target's setting): that field is asked for first, the other one stays available, since a
+    target's encryption may have changed since the copy was made.
     """
 
     key = HiddenField("Remote copy")
@@ -45,9 +47,16 @@ class FetchForm(Form):
         self.encryption = encryption
 
     @property
-    def secret(self):
-        """The field this target's copies open with."""
+    def expected(self):
+        """The field this copy is expected to open with."""
         return self.identity if self.encryption == "age" else self.passphrase
+
+    @property
+    def given(self):
+        """The field the user filled (the expected one when both are)."""
+        if (self.expected.data or "").strip():
+            return self.expected
+        return self.passphrase if self.expected is self.identity else self.identity
 
     def validate_key(self, field) -> None:
         if not field.data:
@@ -55,15 +64,15 @@ class FetchForm(Form):
 
     def validate(self, extra_validators=None) -> bool:
         valid = super().validate(extra_validators)
-        text = self.secret.data or ""
+        text = self.given.data or ""
         if not text.strip():
-            self.secret.errors = (
+            self.expected.errors = (
                 ["Paste the private key the copy was sealed to."]
                 if self.encryption == "age"
-                else ["Type the target's passphrase."]
+                else ["Type the passphrase the copy was sealed with."]
             )
             return False
         if len(text) > 16_384:
-            self.secret.errors = ["That is too long to be an age private key or a passphrase."]
+            self.given.errors = ["That is too long to be an age private key or a passphrase."]
             return False
         return valid

@@ -156,12 +156,13 @@ def offsite_copies(target_id: int):
 def fetch_offsite_copy_page(target_id: int):
     """The page that asks for the key (never stored) before a remote copy is brought back."""
     target = _target(target_id)
-    form = FetchForm(encryption=target.encryption)
-    form.key.data = request.args.get("key", "")
+    key = request.args.get("key", "")
     try:
-        offsite.check_remote_key(target, form.key.data)
+        offsite.check_remote_key(target, key)
     except offsite.OffsiteError:
         abort(404)
+    form = FetchForm(encryption=offsite.copy_encryption(get_db(), target, key))
+    form.key.data = key
     return _fetch_page(target, form)
 
 
@@ -173,23 +174,28 @@ def _fetch_page(target: OffsiteTarget, form: FetchForm, status: int = 200):
 def fetch_offsite_copy(target_id: int):
     """Download, check, open and check again; then the usual confirmation page for the restore."""
     target = _target(target_id)
-    form = FetchForm(request.form, encryption=target.encryption)
+    key = request.form.get("key", "")
+    try:
+        offsite.check_remote_key(target, key)
+    except offsite.OffsiteError:
+        abort(404)
+    form = FetchForm(request.form, encryption=offsite.copy_encryption(get_db(), target, key))
     if not form.validate():
         return _fetch_page(target, form, 422)
+    given = form.given
     try:
-        offsite.check_remote_key(target, form.key.data)
-        identity = check_identity(form.identity.data) if target.encryption == "age" else None
+        identity = check_identity(given.data) if given is form.identity else None
         result = offsite.fetch_copy(
             current_app.config,
             get_db(),
             target,
-            form.key.data,
+            key,
             backups_dir(),
             identity=identity,
-            passphrase=form.passphrase.data if target.encryption == "passphrase" else None,
+            passphrase=given.data if given is form.passphrase else None,
         )
     except (offsite.OffsiteError, SealError) as exc:
-        form.secret.errors = [str(exc)]
+        given.errors = [str(exc)]
         return _fetch_page(target, form, 422)
     flash(
         f"{form.key.data.rsplit('/', 1)[-1]} was downloaded from {target.name}, opened and checked: it is kept here "

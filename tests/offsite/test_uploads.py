@@ -278,3 +278,25 @@ def test_a_foreign_copy_larger_than_the_upload_limit_is_not_downloaded(make_app,
         f"/api/v1/settings/offsite/{created['id']}/copies/fetch", json={"key": key, "identity": IDENTITY}
     )
     assert answer.status_code == 400 and "more than this app accepts from outside" in answer.json["error"]
+
+
+def test_copies_made_before_an_encryption_change_still_open_with_their_own_key(offsite_app):
+    created = offsite_app.add_target()
+    offsite_app.write_rows(20)
+    old = offsite_app.backup().run
+    changed = offsite_app.client.put(
+        f"/api/v1/settings/offsite/{created['id']}",
+        json={"encryption": "passphrase", "passphrase": "correct horse battery staple"},
+    )
+    assert changed.status_code == 200
+    offsite_app.write_rows(20)
+    new = offsite_app.backup().run
+    url = f"/api/v1/settings/offsite/{created['id']}/copies/fetch"
+    page = offsite_app.client.get(f"/settings/offsite/{created['id']}/fetch?key=app/{old.file}.zst.age")
+    assert 'id="identity"' in page.get_data(as_text=True).split("<details")[0]  # the age key is asked first
+    by_key = offsite_app.client.post(url, json={"key": f"app/{old.file}.zst.age", "identity": IDENTITY})
+    assert by_key.status_code == 201, by_key.json
+    by_passphrase = offsite_app.client.post(
+        url, json={"key": f"app/{new.file}.zst.age", "passphrase": "correct horse battery staple"}
+    )
+    assert by_passphrase.status_code == 201, by_passphrase.json
