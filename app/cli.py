@@ -28,6 +28,8 @@ from app.web import file_size
 
 backup_cli = AppGroup("backup", help="Make and list database backups.")
 scheduler_cli = AppGroup("scheduler", help="Inspect and set schedules.")
+# `flask backup run`: 0 success, 1 failed, 3 success with warnings (an off-site copy failed).
+WARNING_EXIT = 3
 
 
 def _emit(data: dict) -> None:
@@ -45,10 +47,15 @@ def backup_run(as_json: bool) -> None:
     if outcome.error is not None:
         raise click.ClickException(f"Backup failed: {outcome.error}")
     backup = outcome.result["backup"]
+    warnings = outcome.result.get("warnings", [])
     if as_json:
-        _emit(backup.as_dict())
+        _emit(backup.as_dict() | {"status": outcome.run.status, "warnings": warnings})
     else:
         click.echo(f"{backup.path} ({file_size(backup.size)}, sha256 {backup.sha256}, {backup.duration_ms} ms)")
+    for warning in warnings:
+        click.echo(f"Warning: off-site copy to {warning}", err=True)
+    if warnings:
+        raise SystemExit(WARNING_EXIT)  # made and verified here; an off-site copy was not
 
 
 @backup_cli.command("list")

@@ -94,6 +94,9 @@ BACKUP = {
         "damaged": {"type": ["string", "null"]},
         "duration_ms": {"type": "integer"},
         "run_id": {"type": "integer"},
+        "status": {"type": "string", "enum": ["success", "warning"]},
+        "warnings": {"type": "array", "items": {"type": "string"}},
+        "detail": {"type": ["string", "null"]},
     },
 }
 FIELD_ERRORS = {

@@ -92,7 +92,15 @@ def backup_db():
         return jsonify(error=str(outcome.error), run=run_json(outcome.run, _timezone())), outcome.error.status_code
     made = outcome.result["backup"]
     entry = catalogued_backup(get_db(), _backups_dir(), made.name)
-    return jsonify(backup_json(entry, _timezone()) | {"duration_ms": made.duration_ms, "run_id": outcome.run.id}), 200
+    # "warning": the backup is made and verified, an off-site copy was not (``warnings`` says which).
+    extra = {
+        "duration_ms": made.duration_ms,
+        "run_id": outcome.run.id,
+        "status": outcome.run.status,
+        "warnings": outcome.result.get("warnings", []),
+        "detail": outcome.run.detail,
+    }
+    return jsonify(backup_json(entry, _timezone()) | extra), 200
 
 
 def _backups_dir() -> Path:

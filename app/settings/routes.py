@@ -65,6 +65,9 @@ def backup_now():
     if outcome.error is not None:
         message = ("error", f"Backup failed: {outcome.error}")
         return respond("settings/_backups.html", 200, message, "runs-finished", source=BACKUP_RUN)
+    if outcome.result.get("warnings"):
+        text = f"Backup {outcome.result['file']} created and verified here, with warnings: {outcome.run.detail}"
+        return respond("settings/_backups.html", 200, ("error", text), "runs-finished", source=BACKUP_RUN)
     message = ("success", f"Backup {outcome.result['file']} created and verified.")
     return respond("settings/_backups.html", 200, message, "runs-finished", source=BACKUP_RUN)
 

@@ -136,3 +136,23 @@ def test_an_offsite_failure_is_notified_once_and_its_recovery_too(offsite_app):
         wait_for(notify_idle, timeout=20)
         titles = [post.json()["title"] for post in http.posts()]
         assert titles[1:] == ["Backups: off-site upload to rclone recovered"]
+
+
+def test_the_synchronous_api_the_cli_and_the_no_javascript_page_say_success_with_warnings(make_app, s3):
+    app = make_app(SCHEDULER_ENABLED=False, OFFSITE_TIMEOUT_SECONDS=3)
+    offsite_app = OffsiteApp(app, s3)
+    offsite_app.add_target(bucket="not-made-yet")
+    offsite_app.write_rows(10)
+
+    answer = offsite_app.client.post("/api/v1/settings/backup-db")
+    assert answer.status_code == 200
+    assert answer.json["status"] == "warning"
+    assert "The bucket not-made-yet does not exist" in answer.json["warnings"][0]
+
+    result = app.test_cli_runner().invoke(args=["backup", "run"])
+    assert result.exit_code == 3
+    assert "Warning: off-site copy to rclone: The bucket not-made-yet does not exist" in result.output
+
+    page = offsite_app.client.post("/settings/backups", headers={"HX-Request": "true"})
+    text = page.get_data(as_text=True)
+    assert "created and verified here, with warnings" in text and "toast-error" in text
