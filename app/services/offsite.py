@@ -193,16 +193,34 @@ def test_connection(config: Mapping, db: Database, target: OffsiteTarget) -> tup
             raise OffsiteError(
                 "The test object read back with the wrong size: the server does not keep what it is sent."
             )
-        client.delete_object(Bucket=target.bucket, Key=key)
+        cannot_delete = _try_delete(client, target, key)
     except Exception as exc:  # every failure is an answer to show, not a crash
         message = explain(exc, target, config["OFFSITE_TIMEOUT_SECONDS"])
         offsite_targets.record_result(db, target.id, False, f"Test failed: {message}")
         log.info("off-site target %r: connection test failed: %s", target.name, message)
         return False, message
     elapsed = round((time.monotonic() - started) * 1000)
-    message = f"Connected in {elapsed} ms: wrote, read back and deleted a test object in bucket {target.bucket}."
+    if cannot_delete:
+        message = (
+            f"Connected in {elapsed} ms: wrote and read back a test object in bucket {target.bucket}, but this key "
+            f"may not delete ({cannot_delete}): copies will be uploaded, old ones not removed by “Keep last”."
+        )
+    else:
+        message = f"Connected in {elapsed} ms: wrote, read back and deleted a test object in bucket {target.bucket}."
     offsite_targets.record_result(db, target.id, True, message)
     return True, message
+
+
+def _try_delete(client, target: OffsiteTarget, key: str) -> str | None:
+    """Delete ``key``; the error code when the key may not delete (append-only keys are fine)."""
+    try:
+        client.delete_object(Bucket=target.bucket, Key=key)
+    except ClientError as exc:
+        code = str(exc.response.get("Error", {}).get("Code") or "")
+        if code in ("AccessDenied", "403"):
+            return code
+        raise
+    return None
 
 
 # -- upload -----------------------------------------------------------------------------------------
@@ -274,7 +292,6 @@ def upload_backup(
         head = client.head_object(Bucket=target.bucket, Key=key)
         _check_read_back(head, sealed.sealed_size, sealed.plain_sha256, sealed.sealed_sha256)
         _catalogue(db, target, key, backup_path.name, sealed, run_id)
-        pruned = _apply_retention(config, db, client, target)
     except Exception as exc:
         message = explain(exc, target, config["OFFSITE_TIMEOUT_SECONDS"])
         log.warning("off-site upload of %s to %r failed: %s", backup_path.name, target.name, message)
@@ -285,8 +302,17 @@ def upload_backup(
         temp.unlink(missing_ok=True)
     ratio = f"{100 * sealed.sealed_size / max(plain_size, 1):.0f} %"
     message = f"{backup_path.name} uploaded and verified ({_size(sealed.sealed_size)}, {ratio} of the backup)"
-    if pruned:
-        message += f"; {len(pruned)} older cop{'y' if len(pruned) == 1 else 'ies'} removed"
+    try:
+        # The copy is safe whatever happens here: a key that may not delete (an append-only
+        # key against ransomware) only means more copies are kept than asked.
+        pruned = _apply_retention(config, db, client, target)
+    except Exception as exc:
+        reason = explain(exc, target, config["OFFSITE_TIMEOUT_SECONDS"])
+        log.warning("off-site target %r: old copies not removed: %s", target.name, reason)
+        message += f"; older copies could not be removed ({reason})"
+    else:
+        if pruned:
+            message += f"; {len(pruned)} older cop{'y' if len(pruned) == 1 else 'ies'} removed"
     offsite_targets.record_result(db, target.id, True, message + ".", uploaded=True)
     notifications.offsite_upload_succeeded(config, db, target.name)
     return UploadOutcome(target.name, True, message, key, sealed.sealed_size)

@@ -3,6 +3,9 @@ intact, the target shows the error, and a later run uploads fine. Real rclone, r
 
 from __future__ import annotations
 
+import hashlib
+import subprocess
+
 from app.models import JobRun
 from app.services import offsite_targets
 from app.services.backup_tasks import BACKUP_TASK
@@ -20,8 +23,6 @@ def target_state(offsite_app: OffsiteApp):
 
 def assert_local_backup_intact(offsite_app: OffsiteApp, run: JobRun) -> None:
     path = offsite_app.backups_dir / run.file
-    import hashlib
-
     assert hashlib.sha256(path.read_bytes()).hexdigest() == run.sha256
     assert not list(offsite_app.backups_dir.glob(".offsite-*"))  # no sealed leftovers
 
@@ -156,3 +157,24 @@ def test_the_synchronous_api_the_cli_and_the_no_javascript_page_say_success_with
     page = offsite_app.client.post("/settings/backups", headers={"HX-Request": "true"})
     text = page.get_data(as_text=True)
     assert "created and verified here, with warnings" in text and "toast-error" in text
+
+
+def test_a_key_that_may_not_delete_keeps_uploading_and_says_old_copies_stay(offsite_app):
+    """Append-only keys (against ransomware) are a good setup: the server refuses deletes, so
+    "Keep last" cannot prune, yet every copy is uploaded and verified. The refusal is real:
+    the old object's file on the server is made immutable (chattr +i)."""
+    offsite_app.add_target(keep_last=1)
+    offsite_app.write_rows(10)
+    first = offsite_app.backup().run
+    stored = offsite_app.s3.objects()[f"app/{first.file}.zst.age"]
+    subprocess.run(["chattr", "+i", str(stored)], check=True)
+    try:
+        offsite_app.write_rows(10)
+        second = offsite_app.backup().run
+    finally:
+        subprocess.run(["chattr", "-i", str(stored)], check=True)
+    assert second.status == "success", second.error
+    assert f"app/{second.file}.zst.age" in offsite_app.s3.objects()
+    target = target_state(offsite_app)
+    assert target.last_result == "ok"
+    assert "uploaded and verified" in target.last_message and "older copies could not be removed" in target.last_message
