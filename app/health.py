@@ -56,6 +56,7 @@ def healthz():
             "last_result": state.last_finished.status if state.last_finished else None,
         }
         problems += state.problems(saved_at)
+        body["warnings"] += state.warnings()
     body["tasks"] = tasks
     body["backup"] = {key: tasks[BACKUP_TASK][key] for key in ("schedule", "last_success_age_seconds")}
     active = any(entry["schedule"]["mode"] != "disabled" for entry in tasks.values())

@@ -136,14 +136,20 @@ class TaskHealth:
     def last_success_age(self) -> float | None:
         return None if self.last_success is None else (utcnow() - self.last_success.finished_at).total_seconds()
 
+    def warnings(self) -> list[str]:
+        """What needs a look but is not down: the last run succeeded with warnings (an off-site
+        copy failed). Said without details: ``/healthz`` is public."""
+        last = self.last_finished
+        if last is not None and last.status == "warning":
+            return [f"The last {self.task.title} run had warnings (an off-site copy failed); see the Settings page."]
+        return []
+
     def problems(self, schedule_saved_at: datetime | None) -> list[str]:
         """Why this task needs attention: its last run failed, or no success for twice its period."""
         found = []
         last = self.last_finished
         if last is not None and last.status == "failed":
             found.append(f"The last {self.task.title} run failed: {last.error}")
-        if last is not None and last.status == "warning":
-            found.append(f"The last {self.task.title} run had warnings: {last.error}")
         if self.stale_after is not None:
             since = self.last_success.finished_at if self.last_success else schedule_saved_at
             if since is not None and utcnow() - since > self.stale_after:
