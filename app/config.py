@@ -30,7 +30,7 @@ class Settings:
     database_url: str
     database_path: Path
     state_database_url: str
-    state_database_path: Path
+    state_database_path: Path | None  # None on PostgreSQL
     backups_dir: Path
     secret_key: str
     scheduler_enabled: bool
@@ -47,6 +47,7 @@ class Settings:
     session_cookie_secure: bool = False
     scheduler_tick_seconds: float = 1.0
     scheduler_follower_retry_seconds: float = 3.0
+    scheduler_lease_seconds: float = 10.0
     notify_timeout_seconds: int = 10
     notify_remind_hours: int = 24
     public_url: str | None = None
@@ -63,7 +64,7 @@ class Settings:
             "DATABASE_URL": self.database_url,
             "DATABASE_PATH": str(self.database_path),
             "STATE_DATABASE_URL": self.state_database_url,
-            "STATE_DATABASE_PATH": str(self.state_database_path),
+            "STATE_DATABASE_PATH": None if self.state_database_path is None else str(self.state_database_path),
             "BACKUPS_DIR": str(self.backups_dir),
             "SECRET_KEY": self.secret_key,
             "SCHEDULER_ENABLED": self.scheduler_enabled,
@@ -79,6 +80,7 @@ class Settings:
             "SESSION_COOKIE_SECURE": self.session_cookie_secure,
             "SCHEDULER_TICK_SECONDS": self.scheduler_tick_seconds,
             "SCHEDULER_FOLLOWER_RETRY_SECONDS": self.scheduler_follower_retry_seconds,
+            "SCHEDULER_LEASE_SECONDS": self.scheduler_lease_seconds,
             "NOTIFY_TIMEOUT_SECONDS": self.notify_timeout_seconds,
             "NOTIFY_REMIND_HOURS": self.notify_remind_hours,
             "PUBLIC_URL": self.public_url,
@@ -94,7 +96,7 @@ def load_settings(env: dict[str, str], default_instance_path: Path) -> Settings:
     database_url = env.get("DATABASE_URL") or f"sqlite:///{instance_path / 'app.db'}"
     database_path = _sqlite_path(database_url, "DATABASE_URL")
     state_database_url = env.get("STATE_DATABASE_URL") or f"sqlite:///{instance_path / 'state.db'}"
-    state_database_path = _sqlite_path(state_database_url, "STATE_DATABASE_URL")
+    state_database_url, state_database_path = _state_database(state_database_url)
     if state_database_path == database_path:
         raise ConfigError(
             "STATE_DATABASE_URL must name another file than DATABASE_URL: the scheduler's state must "
@@ -127,6 +129,7 @@ def load_settings(env: dict[str, str], default_instance_path: Path) -> Settings:
         scheduler_follower_retry_seconds=_seconds(
             env, "SCHEDULER_FOLLOWER_RETRY_SECONDS", default=3.0, low=0.05, high=300
         ),
+        scheduler_lease_seconds=_seconds(env, "SCHEDULER_LEASE_SECONDS", default=10.0, low=1, high=600),
         notify_timeout_seconds=_integer(env, "NOTIFY_TIMEOUT_SECONDS", default=10, low=1, high=300),
         notify_remind_hours=_integer(env, "NOTIFY_REMIND_HOURS", default=24, low=1, high=24 * 365),
         public_url=_public_url(env),
@@ -185,6 +188,33 @@ def _public_url(env: dict[str, str]) -> str | None:
     if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
         raise ConfigError(f"PUBLIC_URL must be an http(s) address such as https://backups.example.org (got {raw!r}).")
     return raw.rstrip("/")
+
+
+POSTGRES_DRIVER = "postgresql+psycopg"
+
+
+def _state_database(url: str) -> tuple[str, Path | None]:
+    """STATE_DATABASE_URL: a SQLite file (one host) or PostgreSQL (several hosts), as (url, file or None)."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        parsed = None
+    if parsed is not None and parsed.get_backend_name() == "postgresql":
+        if parsed.get_driver_name() not in ("psycopg", "postgresql"):  # "postgresql" is the default driver's name
+            raise ConfigError(
+                f"STATE_DATABASE_URL must use the psycopg driver: {POSTGRES_DRIVER}://user:password@host/database "
+                f"(got {parsed.drivername})."
+            )
+        if not parsed.database:
+            raise ConfigError(f"STATE_DATABASE_URL must name a database: {POSTGRES_DRIVER}://user@host/database.")
+        return parsed.set(drivername=POSTGRES_DRIVER).render_as_string(hide_password=False), None
+    try:
+        return url, _sqlite_path(url, "STATE_DATABASE_URL")
+    except ConfigError:
+        raise ConfigError(
+            "STATE_DATABASE_URL must be a SQLite file (sqlite:////var/lib/app/state.db) or a PostgreSQL "
+            f"database ({POSTGRES_DRIVER}://user:password@host/database) (got {url!r})."
+        ) from None
 
 
 def _sqlite_path(url: str, name: str) -> Path:

@@ -190,7 +190,7 @@ def offsite_upload_failed(config: Mapping, db: Database, target: str, error: str
 
 def leader_tick(config: Mapping, db: Database) -> None:
     """Called by the leader every second; once a minute, check stale tasks and reminders in the background."""
-    key = str(db.path)
+    key = db.identity
     with _check_lock:
         now = time.monotonic()
         if now - _last_check.get(key, -CHECK_EVERY_SECONDS) < CHECK_EVERY_SECONDS:

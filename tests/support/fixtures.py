@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.support.postgres import PostgresCluster, start_cluster
 from tests.support.server import GunicornServer
 
 
@@ -25,3 +26,17 @@ def gunicorn(tmp_path):
     yield start
     for server in servers:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A throwaway PostgreSQL cluster, one per xdist worker, stopped and deleted at the end."""
+    cluster = start_cluster()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres: PostgresCluster) -> str:
+    """The URL of a new, empty database in the session's cluster (one per test)."""
+    return postgres.url(postgres.new_database())
