@@ -29,7 +29,7 @@ WRITER_LOCK_KEY = 0x6B75_7073_0001
 INIT_LOCK_KEY = 0x6B75_7073_0002
 # A process paused inside a write transaction (SIGSTOP, a VM stall) must not hold the
 # writer lock for ever: the server ends such a transaction after this long.
-IDLE_IN_TRANSACTION_TIMEOUT = "30s"
+IDLE_IN_TRANSACTION_TIMEOUT = "5s"  # every transaction here lasts milliseconds
 
 
 class Database:
@@ -136,7 +136,7 @@ def _postgres_engine(url: str) -> Engine:
     # TCP keepalives: a connection to a host that vanished is noticed within ~25 s, not hours.
     # pool_pre_ping: a connection the server ended (restart, failover, pg_terminate_backend)
     # is replaced at checkout instead of failing the next statement.
-    return create_engine(
+    engine = create_engine(
         url,
         pool_pre_ping=True,
         pool_size=5,
@@ -149,6 +149,15 @@ def _postgres_engine(url: str) -> Engine:
             "keepalives_count": 3,
         },
     )
+    event.listen(engine, "do_connect", _name_connection)
+    return engine
+
+
+def _name_connection(_dialect, _record, _cargs, cparams) -> None:
+    # pg_stat_activity then says which host and process holds each connection.
+    import socket
+
+    cparams["application_name"] = f"backups {socket.gethostname()} pid {os.getpid()}"[:63]
 
 
 def _take_postgres_writer_lock(connection) -> None:
