@@ -28,7 +28,7 @@ class Settings:
 
     instance_path: Path
     database_url: str
-    database_path: Path
+    database_path: Path | None  # None on PostgreSQL
     state_database_url: str
     state_database_path: Path | None  # None on PostgreSQL
     backups_dir: Path
@@ -62,7 +62,7 @@ class Settings:
         return {
             "INSTANCE_PATH": str(self.instance_path),
             "DATABASE_URL": self.database_url,
-            "DATABASE_PATH": str(self.database_path),
+            "DATABASE_PATH": None if self.database_path is None else str(self.database_path),
             "STATE_DATABASE_URL": self.state_database_url,
             "STATE_DATABASE_PATH": None if self.state_database_path is None else str(self.state_database_path),
             "BACKUPS_DIR": str(self.backups_dir),
@@ -94,12 +94,13 @@ def load_settings(env: dict[str, str], default_instance_path: Path) -> Settings:
     """Build and validate :class:`Settings` from ``env``; raise :class:`ConfigError` on a bad value."""
     instance_path = Path(env.get("INSTANCE_PATH") or default_instance_path).resolve()
     database_url = env.get("DATABASE_URL") or f"sqlite:///{instance_path / 'app.db'}"
-    database_path = _sqlite_path(database_url, "DATABASE_URL")
+    database_url, database_path = _database(database_url, "DATABASE_URL", "app.db")
     state_database_url = env.get("STATE_DATABASE_URL") or f"sqlite:///{instance_path / 'state.db'}"
-    state_database_url, state_database_path = _state_database(state_database_url)
-    if state_database_path == database_path:
+    state_database_url, state_database_path = _database(state_database_url, "STATE_DATABASE_URL", "state.db")
+    same_file = database_path is not None and state_database_path == database_path
+    if same_file or (database_path is None and make_url(database_url) == make_url(state_database_url)):
         raise ConfigError(
-            "STATE_DATABASE_URL must name another file than DATABASE_URL: the scheduler's state must "
+            "STATE_DATABASE_URL must name another file (or database) than DATABASE_URL: the scheduler's state must "
             "survive a restore of the data."
         )
     backups_dir = Path(env.get("BACKUPS_DIR") or instance_path / "backups").resolve()
@@ -193,27 +194,27 @@ def _public_url(env: dict[str, str]) -> str | None:
 POSTGRES_DRIVER = "postgresql+psycopg"
 
 
-def _state_database(url: str) -> tuple[str, Path | None]:
-    """STATE_DATABASE_URL: a SQLite file (one host) or PostgreSQL (several hosts), as (url, file or None)."""
+def _database(url: str, name: str, example: str) -> tuple[str, Path | None]:
+    """A database URL: a SQLite file (one host) or PostgreSQL through psycopg 3 (several hosts).
+
+    Returns the URL and the SQLite file, or None for PostgreSQL. A bare ``postgresql://``
+    names SQLAlchemy's psycopg2 driver, which this app does not ship: it is refused with
+    the spelling to use.
+    """
     try:
         parsed = make_url(url)
     except ArgumentError:
         parsed = None
-    if parsed is not None and parsed.get_backend_name() == "postgresql":
-        if parsed.get_driver_name() not in ("psycopg", "postgresql"):  # "postgresql" is the default driver's name
-            raise ConfigError(
-                f"STATE_DATABASE_URL must use the psycopg driver: {POSTGRES_DRIVER}://user:password@host/database "
-                f"(got {parsed.drivername})."
-            )
+    if parsed is not None and parsed.drivername == POSTGRES_DRIVER:
         if not parsed.database:
-            raise ConfigError(f"STATE_DATABASE_URL must name a database: {POSTGRES_DRIVER}://user@host/database.")
-        return parsed.set(drivername=POSTGRES_DRIVER).render_as_string(hide_password=False), None
+            raise ConfigError(f"{name} must name a database: {POSTGRES_DRIVER}://user:password@host:5432/database.")
+        return url, None
     try:
-        return url, _sqlite_path(url, "STATE_DATABASE_URL")
+        return url, _sqlite_path(url, name)
     except ConfigError:
         raise ConfigError(
-            "STATE_DATABASE_URL must be a SQLite file (sqlite:////var/lib/app/state.db) or a PostgreSQL "
-            f"database ({POSTGRES_DRIVER}://user:password@host/database) (got {url!r})."
+            f"{name} must be a SQLite file (sqlite:////var/lib/app/{example}) or a PostgreSQL database through "
+            f"psycopg 3 ({POSTGRES_DRIVER}://user:password@host:5432/database) (got {url!r})."
         ) from None
 
 
