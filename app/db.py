@@ -13,10 +13,9 @@ import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event, inspect, select, text
+from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -105,15 +104,6 @@ class Database:
             Base.metadata.create_all(self.engine)
             _add_missing_columns(self.engine, Base.metadata)
             _add_missing_indexes(self.engine, Base.metadata)
-
-    def now(self) -> datetime:
-        """The database server's clock in UTC (aware); every host compares leases with this one."""
-        from app.models import utcnow
-
-        if self.is_sqlite:
-            return utcnow()  # one host: its clock is the database's
-        with self.session() as session:
-            return session.scalar(select(text("now()")))
 
     def dispose(self) -> None:
         """Close pooled connections (tests, shutdown)."""

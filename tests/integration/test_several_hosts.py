@@ -141,6 +141,29 @@ def print_table(table: list[tuple]) -> None:
         print(f"{fault:50} {stamp}  runs={count}  by pid {pid}")
 
 
+def test_a_fire_time_missed_while_every_host_was_down_runs_once_when_all_come_back(hosts):
+    servers = hosts(3)
+    servers[0].request("POST", "/api/v1/settings/scheduler/backup", {"mode": "cron", "cron": "* * * * *"})
+    wait_for(lambda: (job := servers[0].wait_until_applied()) and job["next_run_at"], 10)
+    if seconds_to_next_minute() < 10:  # stop well before a fire time, not during one
+        wait_for(lambda: seconds_to_next_minute() > 50, 15, interval=0.5)
+        wait_for(lambda: finished(servers[0]), 20)
+    fired_before = len(finished(servers[0]))
+    for server in servers:
+        server.stop()
+    time.sleep(seconds_to_next_minute() + 2)  # real clock under test: every host down across a fire time
+    assert len(finished(servers[0])) == fired_before
+    starting = [threading.Thread(target=server.start) for server in servers]  # all three at once
+    for thread in starting:
+        thread.start()
+    for thread in starting:
+        thread.join(60)
+    wait_for(lambda: len(finished(servers[0])) > fired_before, 30)
+    time.sleep(3)  # real clock under test: a second catch-up run would have started by now
+    runs = finished(servers[0])[fired_before:]
+    assert [(run[1], run[2]) for run in runs] == [("catch-up", "success")], runs
+
+
 def test_run_now_posted_to_three_hosts_at_once_is_accepted_once(hosts):
     # A data database big enough that the accepted backup is still running when the others ask.
     servers = hosts(
