@@ -118,4 +118,4 @@ def start_cluster() -> PostgresCluster:
     """A started cluster in a fresh temporary folder (readable by the postgres user)."""
     root = Path(tempfile.mkdtemp(prefix="pg-test-"))
     os.chmod(root, 0o755)
-    return PostgresCluster(root / "cluster").start()
+    return PostgresCluster(root).start()
