@@ -32,15 +32,15 @@ run: $(VENV)/.runtime-installed
 dev: $(VENV)/.runtime-installed
 	$(BIN)/flask run --debug
 
-## Unit, integration and end-to-end tests (finds or installs Chromium, age and zstd).
+## Unit, integration and end-to-end tests (finds or installs Chromium, PostgreSQL, age and zstd).
 test: $(VENV)/.dev-installed
 	scripts/ensure-tools
-	CHROMIUM_PATH="$$(scripts/ensure-chromium)" $(BIN)/python -m pytest $(PARALLEL) $(E2E_ARTIFACTS)
+	POSTGRES_BIN="$$(scripts/ensure-postgres)" CHROMIUM_PATH="$$(scripts/ensure-chromium)" $(BIN)/python -m pytest $(PARALLEL) $(E2E_ARTIFACTS)
 
 ## Everything but the end-to-end and slow tests.
 test-fast: $(VENV)/.dev-installed
 	scripts/ensure-tools
-	$(BIN)/python -m pytest $(PARALLEL) -m "not e2e and not slow"
+	POSTGRES_BIN="$$(scripts/ensure-postgres)" $(BIN)/python -m pytest $(PARALLEL) -m "not e2e and not slow"
 
 lint: $(VENV)/.dev-installed
 	$(BIN)/ruff format --check .

@@ -60,9 +60,10 @@ def create_app(test_config: dict | None = None) -> Flask:
 
     tasks = register_builtin_tasks()
     app.extensions["scheduler"] = SchedulerService(app.config, db)
-    ensure_data_database(settings.database_path)
-    entry_points = {task_id: {ENTRY_POINT, LEGACY_ENTRY_POINTS.get(task_id, ENTRY_POINT)} for task_id in tasks}
-    move_state_tables(settings.database_path, db, entry_points)
+    if settings.database_path is not None:  # a SQLite data file (PostgreSQL data is never created here)
+        ensure_data_database(settings.database_path)
+        entry_points = {task_id: {ENTRY_POINT, LEGACY_ENTRY_POINTS.get(task_id, ENTRY_POINT)} for task_id in tasks}
+        move_state_tables(settings.database_path, db, entry_points)
 
     from app import api, assets, auth, cli, health, web
     from app import settings as settings_pages

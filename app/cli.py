@@ -166,9 +166,16 @@ def scheduler_set(
 def init_db() -> None:
     """Create the database tables (the app also does this on start) and say where things live."""
     config = current_app.config
-    click.echo(f"Data:     {config['DATABASE_PATH']}")
-    click.echo(f"State:    {config['STATE_DATABASE_PATH']}")
+    click.echo(f"Data:     {config['DATABASE_PATH'] or _masked(config['DATABASE_URL'])}")
+    click.echo(f"State:    {config['STATE_DATABASE_PATH'] or _masked(config['STATE_DATABASE_URL'])}")
     click.echo(f"Backups:  {config['BACKUPS_DIR']}")
+
+
+def _masked(url: str) -> str:
+    """A database URL without its password."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
 
 
 def init_app(app: Flask) -> None:

@@ -28,9 +28,9 @@ class Settings:
 
     instance_path: Path
     database_url: str
-    database_path: Path
+    database_path: Path | None  # None on PostgreSQL
     state_database_url: str
-    state_database_path: Path
+    state_database_path: Path | None  # None on PostgreSQL
     backups_dir: Path
     secret_key: str
     scheduler_enabled: bool
@@ -47,6 +47,7 @@ class Settings:
     session_cookie_secure: bool = False
     scheduler_tick_seconds: float = 1.0
     scheduler_follower_retry_seconds: float = 3.0
+    scheduler_lease_seconds: float = 10.0
     notify_timeout_seconds: int = 10
     notify_remind_hours: int = 24
     public_url: str | None = None
@@ -64,9 +65,9 @@ class Settings:
         return {
             "INSTANCE_PATH": str(self.instance_path),
             "DATABASE_URL": self.database_url,
-            "DATABASE_PATH": str(self.database_path),
+            "DATABASE_PATH": None if self.database_path is None else str(self.database_path),
             "STATE_DATABASE_URL": self.state_database_url,
-            "STATE_DATABASE_PATH": str(self.state_database_path),
+            "STATE_DATABASE_PATH": None if self.state_database_path is None else str(self.state_database_path),
             "BACKUPS_DIR": str(self.backups_dir),
             "SECRET_KEY": self.secret_key,
             "SCHEDULER_ENABLED": self.scheduler_enabled,
@@ -82,6 +83,7 @@ class Settings:
             "SESSION_COOKIE_SECURE": self.session_cookie_secure,
             "SCHEDULER_TICK_SECONDS": self.scheduler_tick_seconds,
             "SCHEDULER_FOLLOWER_RETRY_SECONDS": self.scheduler_follower_retry_seconds,
+            "SCHEDULER_LEASE_SECONDS": self.scheduler_lease_seconds,
             "NOTIFY_TIMEOUT_SECONDS": self.notify_timeout_seconds,
             "NOTIFY_REMIND_HOURS": self.notify_remind_hours,
             "PUBLIC_URL": self.public_url,
@@ -98,12 +100,13 @@ def load_settings(env: dict[str, str], default_instance_path: Path) -> Settings:
     """Build and validate :class:`Settings` from ``env``; raise :class:`ConfigError` on a bad value."""
     instance_path = Path(env.get("INSTANCE_PATH") or default_instance_path).resolve()
     database_url = env.get("DATABASE_URL") or f"sqlite:///{instance_path / 'app.db'}"
-    database_path = _sqlite_path(database_url, "DATABASE_URL")
+    database_url, database_path = _database(database_url, "DATABASE_URL", "app.db")
     state_database_url = env.get("STATE_DATABASE_URL") or f"sqlite:///{instance_path / 'state.db'}"
-    state_database_path = _sqlite_path(state_database_url, "STATE_DATABASE_URL")
-    if state_database_path == database_path:
+    state_database_url, state_database_path = _database(state_database_url, "STATE_DATABASE_URL", "state.db")
+    same_file = database_path is not None and state_database_path == database_path
+    if same_file or (database_path is None and make_url(database_url) == make_url(state_database_url)):
         raise ConfigError(
-            "STATE_DATABASE_URL must name another file than DATABASE_URL: the scheduler's state must "
+            "STATE_DATABASE_URL must name another file (or database) than DATABASE_URL: the scheduler's state must "
             "survive a restore of the data."
         )
     backups_dir = Path(env.get("BACKUPS_DIR") or instance_path / "backups").resolve()
@@ -133,6 +136,7 @@ def load_settings(env: dict[str, str], default_instance_path: Path) -> Settings:
         scheduler_follower_retry_seconds=_seconds(
             env, "SCHEDULER_FOLLOWER_RETRY_SECONDS", default=3.0, low=0.05, high=300
         ),
+        scheduler_lease_seconds=_seconds(env, "SCHEDULER_LEASE_SECONDS", default=10.0, low=1, high=600),
         notify_timeout_seconds=_integer(env, "NOTIFY_TIMEOUT_SECONDS", default=10, low=1, high=300),
         notify_remind_hours=_integer(env, "NOTIFY_REMIND_HOURS", default=24, low=1, high=24 * 365),
         public_url=_public_url(env),
@@ -196,6 +200,33 @@ def _public_url(env: dict[str, str]) -> str | None:
     if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
         raise ConfigError(f"PUBLIC_URL must be an http(s) address such as https://backups.example.org (got {raw!r}).")
     return raw.rstrip("/")
+
+
+POSTGRES_DRIVER = "postgresql+psycopg"
+
+
+def _database(url: str, name: str, example: str) -> tuple[str, Path | None]:
+    """A database URL: a SQLite file (one host) or PostgreSQL through psycopg 3 (several hosts).
+
+    Returns the URL and the SQLite file, or None for PostgreSQL. A bare ``postgresql://``
+    names SQLAlchemy's psycopg2 driver, which this app does not ship: it is refused with
+    the spelling to use.
+    """
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        parsed = None
+    if parsed is not None and parsed.drivername == POSTGRES_DRIVER:
+        if not parsed.database:
+            raise ConfigError(f"{name} must name a database: {POSTGRES_DRIVER}://user:password@host:5432/database.")
+        return url, None
+    try:
+        return url, _sqlite_path(url, name)
+    except ConfigError:
+        raise ConfigError(
+            f"{name} must be a SQLite file (sqlite:////var/lib/app/{example}) or a PostgreSQL database through "
+            f"psycopg 3 ({POSTGRES_DRIVER}://user:password@host:5432/database) (got {url!r})."
+        ) from None
 
 
 def _sqlite_path(url: str, name: str) -> Path:

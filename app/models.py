@@ -1,5 +1,5 @@
 """The state database's tables: what the user chose (ScheduleConfig), what happened (JobRun),
-who leads (SchedulerState), what each backup file is (BackupRecord), one-time facts (StateMeta).
+who leads (SchedulerState, LeaderLease), what each backup file is (BackupRecord), one-time facts (StateMeta).
 
 None of them ever lives in the data database: that one is backed up and restored, and a
 restore must neither rewind the schedule nor bring rows the scheduler would trust.
@@ -9,7 +9,18 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import Boolean, DateTime, Integer, String, Text, TypeDecorator, UniqueConstraint
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -57,10 +68,31 @@ class ScheduleConfig(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+# Partial-index conditions, spelled for both engines (a WHERE clause SQLite and PostgreSQL share).
+HAS_FIRE_TIME = text("scheduled_for IS NOT NULL")
+IS_RUNNING = text("status = 'running'")
+
+
 class JobRun(Base):
-    """One run of a task, written by the run itself so every process sees it."""
+    """One run of a task, written by the run itself so every process sees it.
+
+    Two unique indexes make the database the arbiter between hosts: one row per task and
+    fire time (the claim of a scheduled run: whoever inserts it runs it, the other does
+    nothing), and at most one running run per task (single flight).
+    """
 
     __tablename__ = "job_run"
+    __table_args__ = (
+        Index(
+            "uq_job_run_fire_time",
+            "task",
+            "scheduled_for",
+            unique=True,
+            sqlite_where=HAS_FIRE_TIME,
+            postgresql_where=HAS_FIRE_TIME,
+        ),
+        Index("uq_job_run_running", "task", unique=True, sqlite_where=IS_RUNNING, postgresql_where=IS_RUNNING),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     task: Mapped[str] = mapped_column(String(64), index=True)
@@ -70,11 +102,15 @@ class JobRun(Base):
     started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     pid: Mapped[int | None] = mapped_column(Integer)  # the process doing the run, for liveness
+    host: Mapped[str | None] = mapped_column(String(255))  # where that pid lives (the pid check is same-host only)
+    # Renewed while the run lives when several hosts share the state database; a running run
+    # whose lease has passed is closed as interrupted by whoever notices.
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
     phase: Mapped[str | None] = mapped_column(String(32))
     progress: Mapped[int | None] = mapped_column(Integer)  # percent of the copy
     error: Mapped[str | None] = mapped_column(Text)
     file: Mapped[str | None] = mapped_column(String(255))
-    size: Mapped[int | None] = mapped_column(Integer)
+    size: Mapped[int | None] = mapped_column(BigInteger)
     sha256: Mapped[str | None] = mapped_column(String(64))
     # What else a run wants to say when it ends (a restore names its safety backup here).
     detail: Mapped[str | None] = mapped_column(Text)
@@ -99,6 +135,22 @@ class SchedulerState(Base):
     heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
+class LeaderLease(Base):
+    """The scheduler leader's lease when several hosts share the state database (one row per name).
+
+    The holder renews ``lease_until`` (database time) every tick; anyone may take a lease
+    that has passed, bumping ``epoch``. A holder that fails to renew steps down.
+    """
+
+    __tablename__ = "leader_lease"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(255))  # host:pid:random, unique per process and term
+    epoch: Mapped[int] = mapped_column(BigInteger, default=1)  # bumped at every change of holder
+    lease_until: Mapped[datetime] = mapped_column(UTCDateTime)
+    acquired_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
 class BackupRecord(Base):
     """The catalogue: what we know of one backup file (its folder stays the truth of what exists)."""
 
@@ -106,7 +158,7 @@ class BackupRecord(Base):
 
     name: Mapped[str] = mapped_column(String(255), primary_key=True)
     kind: Mapped[str] = mapped_column(String(16))
-    size: Mapped[int] = mapped_column(Integer)
+    size: Mapped[int] = mapped_column(BigInteger)
     sha256: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     verified_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -23,7 +23,18 @@ from bench.suite import run_suite
 from bench.system import CpuWatch
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-MEASUREMENTS = ("impact", "backup", "restore", "polling", "weight", "scheduler", "notify", "offsite")
+MEASUREMENTS = (
+    "impact",
+    "backup",
+    "restore",
+    "polling",
+    "weight",
+    "scheduler",
+    "notify",
+    "offsite",
+    "pg_scheduler",
+    "pg_dump",
+)
 QUICK_MEASUREMENTS = ("impact", "backup", "restore")  # issue 15's targets, in about 2-3 minutes
 QUICK_REPEATS = 3
 QUIET_SAMPLE_SECONDS = 3.0
@@ -95,7 +106,9 @@ def main(argv: list[str] | None = None) -> int:
     started_at = datetime.now(UTC)
     dataset = ensure_dataset(args.size_mb, log)
     quiet = _check_quiet(log, args.wait_quiet)
-    results = run_suite(args.only, dataset, args.repeats, args.fires, log, args.synthetic_load, args.quick)
+    results = run_suite(
+        args.only, dataset, args.repeats, args.fires, log, args.synthetic_load, args.quick, args.size_mb
+    )
     results["meta"] = _meta(args, dataset, started_at, log) | {"before_start": quiet}
     results["targets"] = [target.as_dict() for target in targets(results)]
     print(table(results))

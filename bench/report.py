@@ -103,10 +103,20 @@ def targets(results: dict) -> list[Target]:
     if offsite := section("offsite"):
         found.append(_paired("sealed upload / rclone copy of the plaintext", offsite["ratio"], "<=", 1.5))
         found.append(Target("peak memory of the uploading process", offsite["peak_rss_mb_max"], "<", 200, "MB"))
+    if pg := section("pg_scheduler"):
+        found.append(Target("fire delay across 3 hosts, median", _seconds(pg["delay_median_ms"]), "<", 1, "s"))
+        once = all(count == 1 for count in pg["runs_per_fire"]) and len(pg["runs_per_fire"]) == pg["fires_wanted"]
+        found.append(Target("fire times run exactly once, 3 hosts", int(once), "==", 1, ""))
+    if dump := section("pg_dump_cost"):
+        found.append(_paired("pg_dump + checks / bare pg_dump", dump["ratio"], "<=", 1.5))
     for key, value in results.items():
         if isinstance(value, dict) and "error" in value:
             found.append(Target(f"{key} ran", None, "==", 1, ""))
     return found
+
+
+def _seconds(milliseconds: float | None) -> float | None:
+    return None if milliseconds is None else milliseconds / 1000
 
 
 def _fmt(value, digits: int = 2) -> str:
@@ -297,6 +307,10 @@ def table(results: dict) -> str:
             lines.append(f"{key} FAILED: {section['error']}")
         else:
             lines += render(section)
+    if "pg_scheduler" in results or "pg_dump_cost" in results:
+        from bench.several_hosts import render as render_several_hosts
+
+        lines += ["", *render_several_hosts(results)]
     lines += ["", "Targets"]
     for target in results["targets"]:
         spread = f"({_fmt(target['low'])}-{_fmt(target['high'])})" if target.get("low") is not None else ""

@@ -44,7 +44,14 @@ class Run:
 
 
 def run_suite(
-    only: list[str], dataset: Dataset, repeats: int, fires: int, log, load: bool = True, quick: bool = False
+    only: list[str],
+    dataset: Dataset,
+    repeats: int,
+    fires: int,
+    log,
+    load: bool = True,
+    quick: bool = False,
+    size_mb: int = 1024,
 ) -> dict:
     """Run the chosen measurements; return their results by key.
 
@@ -52,7 +59,18 @@ def run_suite(
     condition); ``quick`` keeps the impact measurement to its fewest rounds.
     """
     run = Run(log)
-    track = None
+    track = pg_track = None
+    pg_wanted = {"pg_scheduler", "pg_dump"} & set(only)
+    if pg_wanted:
+        from bench.several_hosts import PgSchedulerTrack, postgres_available
+
+        if not postgres_available():
+            log("PostgreSQL is not installed: skipping the several-hosts measurements (scripts/ensure-postgres)")
+            pg_wanted = set()
+        elif "pg_scheduler" in pg_wanted and fires:
+            log(f"pg scheduler: {fires} fire(s) of a * * * * * cron across 3 hosts, in the background")
+            pg_track = PgSchedulerTrack(fires, log)
+            pg_track.start()
     if "scheduler" in only:
         from bench.scheduler import SchedulerTrack
 
@@ -87,6 +105,15 @@ def run_suite(
 
         with run.measure("notifications", "notify"):
             run.results["notify"] = measure_notify(log)
+    if "pg_dump" in pg_wanted:
+        from bench.several_hosts import measure_pg_dump_cost
+
+        with run.measure("pg_dump cost", "pg_dump_cost"):
+            run.results["pg_dump_cost"] = measure_pg_dump_cost(size_mb, repeats, log)
+    if pg_track is not None:
+        log("waiting for the several-hosts scheduler measurement ...")
+        pg_track.join(timeout=60 * (fires + 4))
+        run.results["pg_scheduler"] = pg_track.result or {"error": "the measurement did not finish in time"}
     if track is not None:
         from bench.scheduler import annotate
 

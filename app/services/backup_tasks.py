@@ -13,8 +13,9 @@ from pathlib import Path
 from app.db import Database
 from app.models import JobRun
 from app.services import catalogue, offsite, offsite_targets
-from app.services.backups import backup_lock, perform_sqlite_backup, remove_stale_temp_files, resolve_backup
+from app.services.backups import perform_sqlite_backup, remove_stale_temp_files, resolve_backup
 from app.services.locks import FileLock
+from app.services.pg_backups import perform_pg_backup, restore_pg_backup
 from app.services.registry import TASKS, Task, TaskContext, register
 from app.services.restore import remove_restore_leftovers, restore_backup
 from app.services.retention import keep_last
@@ -26,14 +27,21 @@ VERIFY_TASK = "verify_backups"
 
 
 def _backup_db(ctx: TaskContext) -> dict:
-    result = perform_sqlite_backup(
-        Path(ctx.config["DATABASE_PATH"]),
-        Path(ctx.config["BACKUPS_DIR"]),
-        kind="manual" if ctx.trigger == "manual" else "auto",
-        keep_last=keep_last(ctx.config, ctx.db),  # the Settings page's choice, else BACKUP_KEEP_LAST
-        busy_timeout=ctx.config["BACKUP_BUSY_TIMEOUT_SECONDS"],
-        progress=ctx.report,
-    )
+    kind = "manual" if ctx.trigger == "manual" else "auto"
+    keep = keep_last(ctx.config, ctx.db)  # the Settings page's choice, else BACKUP_KEEP_LAST
+    if ctx.config["DATABASE_PATH"] is None:  # PostgreSQL data: pg_dump
+        result = perform_pg_backup(
+            ctx.config["DATABASE_URL"], Path(ctx.config["BACKUPS_DIR"]), kind=kind, keep_last=keep, progress=ctx.report
+        )
+    else:
+        result = perform_sqlite_backup(
+            Path(ctx.config["DATABASE_PATH"]),
+            Path(ctx.config["BACKUPS_DIR"]),
+            kind=kind,
+            keep_last=keep,
+            busy_timeout=ctx.config["BACKUP_BUSY_TIMEOUT_SECONDS"],
+            progress=ctx.report,
+        )
     catalogue.record_backup(ctx.db, result.name, result.kind, result.size, result.sha256, result.created_at)
     answer = {"file": result.name, "size": result.size, "sha256": result.sha256, "backup": result}
     if offsite_targets.enabled_targets(ctx.db):
@@ -49,6 +57,8 @@ def _restore_body(name: str) -> Callable[[TaskContext], dict]:
     """The body of a restore run of ``name`` (a run of ``backup_db`` with trigger "restore")."""
 
     def restore(ctx: TaskContext) -> dict:
+        if ctx.config["DATABASE_PATH"] is None:  # PostgreSQL data: pg_restore
+            return _restore_pg(ctx, name)
         result = restore_backup(
             Path(ctx.config["DATABASE_PATH"]),
             Path(ctx.config["BACKUPS_DIR"]),
@@ -63,6 +73,23 @@ def _restore_body(name: str) -> Callable[[TaskContext], dict]:
     return restore
 
 
+def _restore_pg(ctx: TaskContext, name: str) -> dict:
+    backups_dir = Path(ctx.config["BACKUPS_DIR"])
+    result = restore_pg_backup(ctx.config["DATABASE_URL"], backups_dir, name, report=ctx.report)
+    safety = result.safety
+    catalogue.record_backup(ctx.db, safety.name, safety.kind, safety.size, safety.sha256, safety.created_at)
+    detail = f"Safety backup of the previous data: {safety.name}"
+    return {"file": result.name, "size": result.size, "sha256": result.sha256, "detail": detail, "restore": result}
+
+
+def _data_lock_path(config: Mapping, suffix: str) -> Path:
+    """Beside the SQLite data file; in the instance folder for PostgreSQL data (one per host)."""
+    if config["DATABASE_PATH"] is None:
+        return Path(config["INSTANCE_PATH"]) / f"data{suffix}"
+    data = Path(config["DATABASE_PATH"])
+    return data.with_name(data.name + suffix)
+
+
 def _backup_recover(config: Mapping) -> list[str]:
     backups_dir = Path(config["BACKUPS_DIR"])
     return (
@@ -73,7 +100,7 @@ def _backup_recover(config: Mapping) -> list[str]:
 
 
 def _backup_lock(config: Mapping) -> FileLock:
-    return backup_lock(Path(config["DATABASE_PATH"]))
+    return FileLock(_data_lock_path(config, ".backup.lock"))
 
 
 def restore_now(config: Mapping, db: Database, name: str) -> RunOutcome:
@@ -99,8 +126,7 @@ def _verify_backups(ctx: TaskContext) -> dict:
 def _verify_lock(config: Mapping) -> FileLock:
     # Its own lock: a verification only reads backup files, so it may run beside a backup
     # or a restore; a file pruned meanwhile is reported as deleted, not as damaged.
-    data = Path(config["DATABASE_PATH"])
-    return FileLock(data.with_name(data.name + ".verify.lock"))
+    return FileLock(_data_lock_path(config, ".verify.lock"))
 
 
 def register_builtin_tasks() -> dict[str, Task]:

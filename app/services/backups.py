@@ -32,7 +32,8 @@ log = logging.getLogger(__name__)
 # backup a restore takes first. Only auto backups are ever pruned.
 KINDS = ("manual", "auto", "uploaded", "pre-restore")
 # \Z, not $: "$" also matches before a trailing newline, admitting foreign names.
-BACKUP_NAME = re.compile(r"^backup-(\d{8}T\d{6}\.\d{6}Z)-(manual|auto|uploaded|pre-restore)\.sqlite3\Z")
+# A SQLite backup ends in .sqlite3, a dump of a PostgreSQL database in .dump (pg_backups.py).
+BACKUP_NAME = re.compile(r"^backup-(\d{8}T\d{6}\.\d{6}Z)-(manual|auto|uploaded|pre-restore)\.(?:sqlite3|dump)\Z")
 TEMP_PREFIX = ".backup-"
 TEMP_SUFFIX = ".tmp"
 # The temporary database and any journal SQLite may leave beside it after a crash.
@@ -316,11 +317,11 @@ def _sha256(path: Path) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
-def publish_backup(temp_path: Path, backups_dir: Path, kind: str) -> tuple[Path, datetime]:
+def publish_backup(temp_path: Path, backups_dir: Path, kind: str, suffix: str = ".sqlite3") -> tuple[Path, datetime]:
     """Give the verified file its final name; link() never overwrites, so names stay unique."""
     while True:
         created_at = datetime.now(UTC)
-        final_path = backups_dir / f"backup-{created_at.strftime(TIMESTAMP_FORMAT)}-{kind}.sqlite3"
+        final_path = backups_dir / f"backup-{created_at.strftime(TIMESTAMP_FORMAT)}-{kind}{suffix}"
         try:
             os.link(temp_path, final_path)
         except FileExistsError:

@@ -62,7 +62,8 @@ def save_config(db: Database, urls: list[str], events: list[str], ping_url: str 
         row.ping_url = ping_url
         row.updated_at = utcnow()
         session.merge(row)
-    owner_only(db.path)
+    if db.path is not None:  # PostgreSQL: its own access rules protect the secrets
+        owner_only(db.path)
     log.info("notification settings saved: %d URL(s), events %s, ping URL %s", len(urls), events, bool(ping_url))
     return load_config(db)
 

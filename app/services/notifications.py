@@ -206,7 +206,7 @@ def offsite_upload_succeeded(config: Mapping, db: Database, target: str) -> None
 
 def leader_tick(config: Mapping, db: Database) -> None:
     """Called by the leader every second; once a minute, check stale tasks and reminders in the background."""
-    key = str(db.path)
+    key = db.identity
     with _check_lock:
         now = time.monotonic()
         if now - _last_check.get(key, -CHECK_EVERY_SECONDS) < CHECK_EVERY_SECONDS:

@@ -303,7 +303,8 @@ def save_target(db: Database, settings: TargetSettings, target_id: int | None = 
         for field in TargetSettings.__dataclass_fields__:
             setattr(target, field, getattr(settings, field))
         target.updated_at = utcnow()
-    owner_only(db.path)
+    if db.path is not None:  # PostgreSQL: its own access rules protect the secrets
+        owner_only(db.path)
     log.info("off-site target %r saved (%s, bucket %s)", settings.name, settings.endpoint, settings.bucket)
     return target
 

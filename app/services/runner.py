@@ -3,6 +3,12 @@
 The API, the pages, the CLI and the scheduler all go through :func:`claim_task` (the
 task's lock and a "running" row) and :func:`complete_task` (the body, then the outcome,
 recorded by the run itself so every process sees it).
+
+On one host the task's file lock makes runs single-flight. When several hosts share a
+PostgreSQL state database, the row is the claim: its insert fails while another run of
+the task is running (a unique index), a scheduled run's insert does nothing when its fire
+time has a row already (the loser does nothing), and the run renews a lease while it
+lives, so a run whose host died is closed by whoever notices the lease has passed.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from app.db import Database
 from app.models import JobRun
@@ -33,6 +39,15 @@ FINISH_RETRY_SECONDS = 60
 BUSY_LOOKUP_SECONDS = 2.0
 
 
+# Defaults; SCHEDULER_LEASE_SECONDS overrides the lease (tests shorten it).
+LEASE_SECONDS = 10.0
+CLAIM_RETRY_SECONDS = 0.25  # how often a waiting claim retries the insert on a shared database
+
+
+class FireTimeTaken(Exception):
+    """Another process (another host) already claimed this fire time: do nothing."""
+
+
 class TaskBusy(Exception):
     """The task is already running somewhere; ``running`` is that run, when known."""
 
@@ -47,21 +62,86 @@ def claim_task(
 ) -> tuple[JobRun, FileLock]:
     """Take the task's lock (waiting up to ``wait`` s) and record a new running run.
 
-    Raises :class:`TaskBusy` when another run holds the lock. Runs left "running" by a
-    dead process are marked interrupted first: holding the lock proves none is alive.
+    Raises :class:`TaskBusy` when another run holds the lock, :class:`FireTimeTaken` when
+    ``scheduled_for`` already has a run. Runs left "running" by a dead process are marked
+    interrupted first: holding the lock proves none is alive (on a shared database, their
+    leases say so). The lock returned is released by :func:`complete_task`.
     """
     task = TASKS[task_id]
+    deadline = time.monotonic() + wait
     lock = task.lock(config)
     if not (lock.acquire(wait) if wait else lock.try_acquire()):
         raise TaskBusy(task, _running_run(db, task_id))
     try:
-        close_interrupted_runs(config, db, task)
-        run = runs.start_run(db, task_id, trigger, scheduled_for)
+        if db.shared:
+            run = _claim_shared(config, db, task, trigger, scheduled_for, deadline)
+            lock = LeasedLock(lock, db, run.id, lease_seconds(config))
+        else:
+            close_interrupted_runs(config, db, task)
+            run = runs.start_run(db, task_id, trigger, scheduled_for)
+            if run is None:
+                raise FireTimeTaken(f"{task_id} at {scheduled_for} has a run already")
     except BaseException:
         lock.release()
         raise
     notifications.run_started(config, db, run)
     return run, lock
+
+
+def lease_seconds(config: Mapping) -> float:
+    """How long a run's (and the leader's) lease lasts without renewal."""
+    return float(config.get("SCHEDULER_LEASE_SECONDS", LEASE_SECONDS))
+
+
+def _claim_shared(
+    config: Mapping, db: Database, task: Task, trigger: str, scheduled_for: datetime | None, deadline: float
+) -> JobRun:
+    """Insert the running row on a shared database, retrying until ``deadline`` while another run lives."""
+    while True:
+        closed = runs.close_dead_runs(db, task.id, task.interrupted_message)
+        if closed:
+            log.warning("closed %d %s run(s) whose lease had passed or whose process is gone", len(closed), task.id)
+        try:
+            run = runs.start_run(db, task.id, trigger, scheduled_for, lease_seconds=lease_seconds(config))
+        except IntegrityError:  # another run of the task is running (on any host)
+            if time.monotonic() >= deadline:
+                raise TaskBusy(task, _running_run(db, task.id)) from None
+            time.sleep(CLAIM_RETRY_SECONDS)
+            continue
+        if run is None:
+            raise FireTimeTaken(f"{task.id} at {scheduled_for} has a run already")
+        # No other run of the task is alive anywhere now: clean up after the dead ones.
+        task.recover(config)
+        return run
+
+
+class LeasedLock:
+    """The task's file lock plus the run's lease, renewed in a thread until :meth:`release`."""
+
+    def __init__(self, lock: FileLock, db: Database, run_id: int, seconds: float) -> None:
+        self._lock = lock
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._renew, args=(db, run_id, seconds), name=f"lease-{run_id}", daemon=True
+        )
+        self._thread.start()
+
+    @property
+    def held(self) -> bool:
+        return self._lock.held
+
+    def _renew(self, db: Database, run_id: int, seconds: float) -> None:
+        while not self._stop.wait(seconds / 3):
+            try:
+                if not runs.renew_lease(db, run_id, seconds) and not self._stop.is_set():
+                    log.error("run %d was closed by another process (its lease had passed)", run_id)
+                    return
+            except Exception as exc:  # the database is unreachable: keep trying while the lease lasts
+                log.warning("run %d: lease not renewed (%s)", run_id, exc)
+
+    def release(self) -> None:
+        self._stop.set()
+        self._lock.release()
 
 
 def _running_run(db: Database, task_id: str) -> JobRun | None:
@@ -82,7 +162,8 @@ def _running_run(db: Database, task_id: str) -> JobRun | None:
 def close_interrupted_runs(config: Mapping, db: Database, task: Task) -> int:
     """Mark runs left "running" by dead processes as interrupted and clean up after them.
 
-    Call only while holding the task's lock: then no live run of the task exists anywhere.
+    Call only while holding the task's lock: then no live run of the task exists anywhere
+    (one host; on a shared database :func:`app.services.runs.close_dead_runs` decides by lease).
     """
     count = runs.mark_interrupted(db, task.id, task.interrupted_message)
     if count:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
-from datetime import datetime
+import socket
+from datetime import datetime, timedelta
+from functools import cache
 
 from sqlalchemy import case, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 
 from app.db import Database
-from app.models import JobRun, utcnow
+from app.models import HAS_FIRE_TIME, JobRun, utcnow
 
 TRIGGERS = ("scheduled", "manual", "catch-up", "restore")
 FINISHED = ("success", "warning", "failed", "interrupted", "missed")
@@ -22,21 +25,75 @@ INTERRUPTED_RESTORE = (
 )
 
 
-def start_run(db: Database, task: str, trigger: str, scheduled_for: datetime | None = None) -> JobRun:
-    """Record that a run has started."""
+@cache
+def this_host() -> str:
+    """Where this process's pid means something: the host name and its pid namespace.
+
+    Two containers may share a host name but not a pid namespace; the pid check of a run
+    is made only by a process in the same one.
+    """
+    try:
+        namespace = os.stat("/proc/self/ns/pid").st_ino
+        boot = open("/proc/sys/kernel/random/boot_id").read().strip()[:8]  # noqa: SIM115 - tiny read
+    except OSError:
+        return socket.gethostname()
+    return f"{socket.gethostname()} pidns:{namespace}@{boot}"
+
+
+def start_run(
+    db: Database, task: str, trigger: str, scheduled_for: datetime | None = None, lease_seconds: float | None = None
+) -> JobRun | None:
+    """Record that a run has started; None when a run for this fire time exists already.
+
+    The row is the claim: one row per task and fire time (the loser of two hosts inserting
+    it gets None and must do nothing) and one running run per task (IntegrityError while
+    another runs). ``lease_seconds`` gives the run a lease its owner must renew.
+    """
     if trigger not in TRIGGERS:
         raise ValueError(f"trigger must be one of {TRIGGERS}")
     with db.writer() as session:
-        run = JobRun(
-            task=task,
-            trigger=trigger,
-            status="running",
-            scheduled_for=scheduled_for,
-            phase="starting",
-            pid=os.getpid(),
+        lease_until = None if lease_seconds is None else database_now(db, session) + timedelta(seconds=lease_seconds)
+        values = {
+            "task": task,
+            "trigger": trigger,
+            "status": "running",
+            "scheduled_for": scheduled_for,
+            "started_at": utcnow(),
+            "phase": "starting",
+            "pid": os.getpid(),
+            "host": this_host(),
+            "lease_until": lease_until,
+        }
+        run_id = _insert_unless_fire_time_taken(db, session, values)
+        return None if run_id is None else session.get(JobRun, run_id)
+
+
+def _insert_unless_fire_time_taken(db: Database, session, values: dict) -> int | None:
+    """INSERT ... ON CONFLICT (task, scheduled_for) DO NOTHING; the new id, or None when it conflicted."""
+    dialect = sqlite if db.is_sqlite else postgresql
+    statement = dialect.insert(JobRun).values(**values)
+    if values.get("scheduled_for") is not None:
+        statement = statement.on_conflict_do_nothing(
+            index_elements=[JobRun.task, JobRun.scheduled_for], index_where=HAS_FIRE_TIME
         )
-        session.add(run)
-    return run
+    return session.scalar(statement.returning(JobRun.id))
+
+
+def database_now(db: Database, session) -> datetime:
+    """The database's clock (PostgreSQL's, shared by every host; this host's on SQLite)."""
+    if db.is_sqlite:
+        return utcnow()
+    return session.scalar(select(func.now()))
+
+
+def renew_lease(db: Database, run_id: int, lease_seconds: float) -> bool:
+    """Push a running run's lease forward; False when the run is no longer running (closed by someone)."""
+    with db.writer() as session:
+        until = database_now(db, session) + timedelta(seconds=lease_seconds)
+        result = session.execute(
+            update(JobRun).where(JobRun.id == run_id, JobRun.status == "running").values(lease_until=until)
+        )
+        return result.rowcount == 1
 
 
 def report_progress(db: Database, run_id: int, phase: str, percent: int | None) -> None:
@@ -63,21 +120,24 @@ def finish_run(db: Database, run_id: int, status: str, error: str | None = None,
     return run
 
 
-def record_missed_run(db: Database, task: str, scheduled_for: datetime, reason: str) -> JobRun:
-    """Record a fire time the scheduler skipped, so no run is missed silently."""
+def record_missed_run(db: Database, task: str, scheduled_for: datetime, reason: str) -> JobRun | None:
+    """Record a fire time the scheduler skipped, so no run is missed silently.
+
+    None when that fire time already has a row (another host ran or recorded it).
+    """
     now = utcnow()
+    values = {
+        "task": task,
+        "trigger": "scheduled",
+        "status": "missed",
+        "scheduled_for": scheduled_for,
+        "started_at": now,
+        "finished_at": now,
+        "error": reason,
+    }
     with db.writer() as session:
-        run = JobRun(
-            task=task,
-            trigger="scheduled",
-            status="missed",
-            scheduled_for=scheduled_for,
-            started_at=now,
-            finished_at=now,
-            error=reason,
-        )
-        session.add(run)
-    return run
+        run_id = _insert_unless_fire_time_taken(db, session, values)
+        return None if run_id is None else session.get(JobRun, run_id)
 
 
 def mark_interrupted(db: Database, task: str, message: str) -> int:
@@ -100,6 +160,29 @@ def mark_interrupted(db: Database, task: str, message: str) -> int:
             )
         )
         return result.rowcount
+
+
+def close_dead_runs(db: Database, task: str, message: str) -> list[JobRun]:
+    """Close a task's running runs that nobody carries on any more; return them.
+
+    A run is dead when its lease has passed (database time: the only clock every host
+    shares) or, as a shortcut, when it ran in this pid namespace and its pid is gone.
+    Safe without any lock: each row is closed only if it is still the same running run.
+    """
+    closed = []
+    with db.writer() as session:
+        now = database_now(db, session)
+        for run in session.scalars(select(JobRun).where(JobRun.task == task, JobRun.status == "running")):
+            expired = run.lease_until is not None and run.lease_until <= now
+            gone_here = run.host == this_host() and not _pid_alive(run.pid)
+            if not (expired or gone_here):
+                continue
+            run.status = "interrupted"
+            run.finished_at = utcnow()
+            run.phase = None
+            run.error = INTERRUPTED_RESTORE if run.trigger == "restore" else message
+            closed.append(run)
+    return closed
 
 
 def recent_runs(db: Database, task: str | None, limit: int = 20) -> list[JobRun]:
@@ -126,11 +209,23 @@ def latest_run(db: Database, task: str, status: str | None = None, backups_only:
 
 
 def is_alive(run: JobRun) -> bool:
-    """Whether the process of a "running" run still exists (a crash leaves a stale row)."""
-    if run.pid is None:
+    """Whether a "running" run is still carried on (a crash leaves a stale row).
+
+    A run with a lease (several hosts) lives while its lease does, unless it ran in this
+    pid namespace and its process is gone; a run without one lives while its process does.
+    """
+    if run.lease_until is not None:
+        if run.host == this_host() and not _pid_alive(run.pid):
+            return False
+        return run.lease_until > utcnow()
+    return _pid_alive(run.pid)
+
+
+def _pid_alive(pid: int | None) -> bool:
+    if pid is None:
         return False
     try:
-        os.kill(run.pid, 0)
+        os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:

@@ -1,9 +1,12 @@
-"""The scheduler service: one leader per host runs APScheduler; every process can read status.
+"""The scheduler service: one leader runs APScheduler; every process can read status.
 
 APScheduler 3 cannot share a job store between schedulers (two would double-fire), so
-only the process holding the leader lock (``flock`` on a file beside the database)
-starts one. The others retry the lock every few seconds and take over when the leader
-dies. Our ``schedule_config`` table is the source of truth: any process saves a
+only the process holding the leadership starts one: an ``flock`` on a file beside a
+SQLite state database, a lease row in a PostgreSQL one shared by several hosts
+(``app/services/leadership.py``). The others retry every few seconds and take over when
+the leader dies. Whoever leads, a scheduled run first inserts its row, unique on (task,
+fire time): a second leader (one paused past its lease) loses that insert and does
+nothing. Our ``schedule_config`` table is the source of truth: any process saves a
 schedule there, and the leader applies it to its job store when the version changes.
 """
 
@@ -28,9 +31,16 @@ from app.db import Database
 from app.models import ScheduleConfig, SchedulerState, utcnow
 from app.services import notifications, runs
 from app.services.leader_scheduler import LeaderExecutor, LeaderScheduler, current_run_times
-from app.services.locks import FileLock
+from app.services.leadership import FileLeadership, Leadership, LeaseLeadership
 from app.services.registry import TASKS
-from app.services.runner import TaskBusy, claim_task, close_interrupted_runs, complete_task
+from app.services.runner import (
+    FireTimeTaken,
+    TaskBusy,
+    claim_task,
+    close_interrupted_runs,
+    complete_task,
+    lease_seconds,
+)
 from app.services.schedules import ScheduleError, build_trigger, schedule_from_row
 from app.services.status import JOBS_TABLE
 from app.services.trigger_migration import is_legacy_trigger, migrate_job
@@ -64,8 +74,12 @@ class SchedulerService:
         self.misfire_grace: int = int(config["SCHEDULER_MISFIRE_GRACE_SECONDS"])
         self.tick_seconds = float(config.get("SCHEDULER_TICK_SECONDS", TICK_SECONDS))
         self.follower_retry_seconds = float(config.get("SCHEDULER_FOLLOWER_RETRY_SECONDS", FOLLOWER_RETRY_SECONDS))
-        state_path = Path(config["STATE_DATABASE_PATH"])
-        self._lock = FileLock(state_path.with_name(state_path.name + ".scheduler.lock"))
+        self._lock: Leadership
+        if db.shared:
+            self._lock = LeaseLeadership(db, lease_seconds(config))
+        else:
+            state_path = Path(config["STATE_DATABASE_PATH"])
+            self._lock = FileLeadership(state_path.with_name(state_path.name + ".scheduler.lock"))
         self._scheduler: BackgroundScheduler | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -133,6 +147,10 @@ class SchedulerService:
         scheduler.resume()
 
     def _lead(self) -> None:
+        if not self._lock.renew():
+            log.warning("process %d lost the scheduler leadership; stepping down", os.getpid())
+            self._resign()
+            return
         thread = getattr(self._scheduler, "_thread", None)
         if thread is None or not thread.is_alive():
             raise RuntimeError("the APScheduler thread died")
@@ -230,6 +248,11 @@ class SchedulerService:
 
     def _close_interrupted_runs(self) -> None:
         """Mark runs whose process died as interrupted (e.g. a worker killed mid-backup)."""
+        if self.db.shared:  # several hosts: leases tell, no file lock reaches the others
+            for task in TASKS.values():
+                if closed := runs.close_dead_runs(self.db, task.id, task.interrupted_message):
+                    log.warning("marked %d %s run(s) as interrupted", len(closed), task.id)
+            return
         for task in TASKS.values():
             stale = runs.latest_run(self.db, task.id, status="running")
             if stale is None or runs.is_alive(stale):
@@ -269,6 +292,9 @@ def run_scheduled_task(task_id: str) -> None:
     trigger = "catch-up" if late else "scheduled"
     try:
         run, lock = claim_task(service.config, service.db, task_id, trigger, scheduled_for, wait=LOCK_WAIT_SECONDS)
+    except FireTimeTaken:
+        log.info("%s run for %s was claimed by another process; not running it", task_id, scheduled_for)
+        return
     except TaskBusy:
         _record_skip(
             service, task_id, scheduled_for, f"another backup was still running after {LOCK_WAIT_SECONDS // 60} minutes"

@@ -58,6 +58,13 @@ def move_state_tables(data_path: Path, state: Database, job_refs: Mapping[str, s
     """
     if _marker(state) == DONE:
         return {}
+    if not state.is_sqlite:
+        # Stage 1 only ever ran on SQLite with one file: a PostgreSQL state database is new,
+        # and its data database is not ours to change (moving state between engines is manual).
+        with state.init_lock(), state.writer() as session:
+            if session.get(StateMeta, MOVED_MARKER) is None:
+                session.add(StateMeta(key=MOVED_MARKER, value=DONE))
+        return {}
     copied: dict[str, int] = {}
     with state.init_lock():
         marker = _marker(state)

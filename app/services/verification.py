@@ -15,8 +15,10 @@ from pathlib import Path
 from app.db import Database
 from app.services import catalogue
 from app.services.backup_checks import BackupCheckError, check_database, sha256_of
+from app.services.backups import BackupError
 from app.services.catalogue import CataloguedBackup
 from app.services.errors import TaskError
+from app.services.pg_backups import DUMP_SUFFIX, check_dump
 from app.services.priority import run_at_low_priority
 
 
@@ -67,7 +69,13 @@ def verify_backups(
 
 def _hash_and_check(path: Path) -> str:
     digest = sha256_of(path)
-    check_database(path)
+    if path.suffix == DUMP_SUFFIX:  # a pg_dump: pg_restore reads it all
+        try:
+            check_dump(path)
+        except BackupError as exc:
+            raise BackupCheckError(str(exc)) from exc
+    else:
+        check_database(path)
     return digest
 
 

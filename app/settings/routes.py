@@ -189,6 +189,12 @@ def restore(name: str):
 
 
 def _restore_page(name: str, form: RestoreForm, status: int = 200):
+    if current_app.config["DATABASE_PATH"] is None:
+        # The schema comparison reads SQLite files; a dump of PostgreSQL data is restored
+        # through the API or `flask backup restore` (same confirmation, same checks).
+        problem = "This page restores SQLite backups; restore a PostgreSQL dump through the API or the CLI."
+        page = render_template("settings/confirm_restore.html", name=name, form=form, preview=None, problem=problem)
+        return page, 400
     try:
         preview = preview_restore(Path(current_app.config["DATABASE_PATH"]), backups_dir(), name)
         problem = None

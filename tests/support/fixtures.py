@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.support.s3_servers import SERVERS, RcloneS3, S3Server, SeaweedS3
+from tests.support.postgres import PostgresCluster, start_cluster
 from tests.support.server import GunicornServer
 
 
@@ -52,3 +53,17 @@ def seaweed_s3(tmp_path):
 def s3_server(request, tmp_path):
     """Each real S3 server in turn (the test runs once per implementation, to catch provider quirks)."""
     yield from _serving(SERVERS[request.param](tmp_path / f"{request.param}-s3"))
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A throwaway PostgreSQL cluster, one per xdist worker, stopped and deleted at the end."""
+    cluster = start_cluster()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres: PostgresCluster) -> str:
+    """The URL of a new, empty database in the session's cluster (one per test)."""
+    return postgres.url(postgres.new_database())

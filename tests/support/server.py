@@ -118,8 +118,21 @@ class GunicornServer:
             return error.code, json.loads(error.read() or b"null")
 
     def query(self, sql: str, *args) -> list[tuple]:
-        """Rows from the app's state database (schedules, runs, heartbeat), read as another process would."""
+        """Rows from the app's state database (schedules, runs, heartbeat), read as another process would.
+
+        On a PostgreSQL state database (``STATE_DATABASE_URL``) too: write ``?`` for parameters either way.
+        """
+        url = self.env.get("STATE_DATABASE_URL", "")
+        if url.startswith("postgresql"):
+            import psycopg
+
+            with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://")) as connection:
+                return connection.execute(sql.replace("?", "%s"), args).fetchall()
         return query(self.instance / "state.db", sql, *args)
+
+    def pids(self) -> list[int]:
+        """The master's pid and its workers' (every process of this "host")."""
+        return [self.process.pid, *self.worker_pids()]
 
     def wait_until_applied(self, timeout: float = 15) -> dict:
         """Wait until the leader has applied the saved backup schedule; return the job."""
@@ -138,7 +151,8 @@ class GunicornServer:
         if not rows:
             return None
         pid, beat = rows[0]
-        age = datetime.now(UTC) - datetime.fromisoformat(beat).replace(tzinfo=UTC)
+        beat = beat if isinstance(beat, datetime) else datetime.fromisoformat(beat)
+        age = datetime.now(UTC) - beat.replace(tzinfo=UTC)
         return pid if age < timedelta(seconds=fresh_within) else None
 
     def log(self) -> str:

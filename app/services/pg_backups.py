@@ -1,0 +1,221 @@
+"""Verified backups of a PostgreSQL data database: ``pg_dump -Fc``, checked by a full read, restored whole.
+
+A dump is written by a ``pg_dump`` whose major version is at least the server's (an older
+one refuses or, worse, misses what it does not know), to a temporary file in the backup
+folder, then read back completely (``pg_restore -l`` lists the table of contents, which
+a truncated dump still has; ``pg_restore -f /dev/null`` reads every entry's data),
+fsynced, hashed and renamed into place like a SQLite backup. A restore checks the dump
+the same way, takes a safety dump of the live data, then runs ``pg_restore --clean
+--if-exists --single-transaction --exit-on-error``: all of it or, on any error, nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import secrets
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy.engine import make_url
+
+from app.services.backups import (
+    KINDS,
+    TEMP_PREFIX,
+    TEMP_SUFFIX,
+    BackupError,
+    BackupResult,
+    BackupSourceError,
+    _sha256,
+    _target_error,
+    fsync_path,
+    prepare_folder,
+    prune_automatic_backups,
+    publish_backup,
+    remove_stale_temp_files,
+    remove_with_side_files,
+    resolve_backup,
+)
+
+log = logging.getLogger(__name__)
+
+DUMP_SUFFIX = ".dump"
+# Debian installs each major version's tools here; a pg_dump on the PATH comes first.
+DEBIAN_BIN_DIRS = "/usr/lib/postgresql"
+VERSION = re.compile(r"\(PostgreSQL\) (\d+)(?:\.(\d+))?")
+TOOL_TIMEOUT_SECONDS = 6 * 3600
+
+
+@dataclass(frozen=True)
+class Connection:
+    """How the PostgreSQL tools reach a database: a libpq URL without the password, and the environment."""
+
+    dsn: str
+    env: dict[str, str]
+
+
+def connection_for(url: str) -> Connection:
+    """libpq settings for a SQLAlchemy URL; the password goes in PGPASSWORD, never on a command line."""
+    parsed = make_url(url)
+    env = {**os.environ}
+    if parsed.password:
+        env["PGPASSWORD"] = str(parsed.password)
+    dsn = parsed.set(drivername="postgresql", password=None).render_as_string(hide_password=False)
+    return Connection(dsn, env)
+
+
+def find_tool(name: str) -> str:
+    """The path of ``pg_dump`` or ``pg_restore``: the PATH first, else Debian's newest."""
+    found = shutil.which(name)
+    if found:
+        return found
+    for folder in sorted(Path(DEBIAN_BIN_DIRS).glob("*/bin"), key=lambda path: _major_of(path), reverse=True):
+        if (folder / name).is_file():
+            return str(folder / name)
+    raise BackupError(f"{name} was not found: install the PostgreSQL client tools (Debian: postgresql-client).")
+
+
+def _major_of(folder: Path) -> int:
+    try:
+        return int(folder.parent.name)
+    except ValueError:
+        return 0
+
+
+def tool_major(tool: str) -> int:
+    """The major version a PostgreSQL tool reports (``pg_dump --version``)."""
+    done = subprocess.run([tool, "--version"], capture_output=True, text=True, timeout=30)
+    match = VERSION.search(done.stdout)
+    if done.returncode != 0 or match is None:
+        raise BackupError(f"{tool} --version did not say its version: {done.stdout.strip() or done.stderr.strip()}")
+    return int(match.group(1))
+
+
+def server_major(connection: Connection) -> int:
+    """The server's major version (``server_version_num`` // 10000)."""
+    import psycopg
+
+    try:
+        with psycopg.connect(connection.dsn, password=connection.env.get("PGPASSWORD"), connect_timeout=10) as conn:
+            return int(conn.execute("SHOW server_version_num").fetchone()[0]) // 10000
+    except psycopg.Error as exc:
+        raise BackupSourceError(f"The PostgreSQL database could not be reached: {exc}".rstrip() + ".") from exc
+
+
+def check_client_version(tool: str, connection: Connection) -> None:
+    """Refuse a client older than the server: its dump could miss what it does not know."""
+    client, server = tool_major(tool), server_major(connection)
+    if client < server:
+        name = Path(tool).name
+        raise BackupError(
+            f"{name} {client} cannot back up a PostgreSQL {server} server: a dump needs a {name} of major version "
+            f"{server} or later (Debian: postgresql-client-{server}; set PATH so it comes first)."
+        )
+
+
+def _run(command: list[str], env: dict[str, str], what: str) -> None:
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=TOOL_TIMEOUT_SECONDS)
+    if done.returncode != 0:
+        detail = done.stderr.strip().splitlines()
+        shown = "; ".join(detail[-3:]) if detail else f"exit status {done.returncode}"
+        raise BackupError(f"{what} failed: {shown}")
+
+
+def check_dump(path: Path) -> None:
+    """Read a dump completely: its table of contents, then every entry's data (to /dev/null)."""
+    pg_restore = find_tool("pg_restore")
+    env = {**os.environ}
+    _run([pg_restore, "--list", str(path)], env, "Reading the dump's table of contents")
+    _run([pg_restore, "--file", os.devnull, str(path)], env, "Reading the whole dump")
+
+
+def perform_pg_backup(
+    url: str,
+    backups_dir: Path,
+    *,
+    kind: str = "manual",
+    keep_last: int | None = None,
+    progress=None,
+) -> BackupResult:
+    """Write a verified ``pg_dump -Fc`` of ``url`` into ``backups_dir`` (the caller holds the backup lock)."""
+    if kind not in KINDS or kind == "uploaded":
+        raise ValueError(f"kind must be one of {KINDS} but uploaded")
+    report = progress or (lambda phase, percent: None)
+    started = time.monotonic()
+    connection = connection_for(url)
+    pg_dump = find_tool("pg_dump")
+    check_client_version(pg_dump, connection)
+    prepare_folder(backups_dir)
+    remove_stale_temp_files(backups_dir)
+    temp_path = backups_dir / f"{TEMP_PREFIX}{secrets.token_hex(8)}{TEMP_SUFFIX}"
+    try:
+        os.close(os.open(temp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        report("copying", None)
+        _run(
+            [pg_dump, "--format=custom", "--no-password", "--file", str(temp_path), "--dbname", connection.dsn],
+            connection.env,
+            "pg_dump",
+        )
+        report("verifying", None)
+        check_dump(temp_path)
+        fsync_path(temp_path)
+        digest, size = _sha256(temp_path)
+        report("finalizing", None)
+        final_path, created_at = publish_backup(temp_path, backups_dir, kind, suffix=DUMP_SUFFIX)
+    except BackupError:
+        raise
+    except OSError as exc:
+        raise _target_error(exc, backups_dir) from exc
+    finally:
+        remove_with_side_files(temp_path)
+    pruned = prune_automatic_backups(backups_dir, keep_last) if kind == "auto" and keep_last else ()
+    duration_ms = round((time.monotonic() - started) * 1000)
+    log.info("backup %s written: %d bytes in %d ms", final_path.name, size, duration_ms)
+    return BackupResult(final_path, size, digest, created_at, duration_ms, kind, tuple(pruned))
+
+
+@dataclass(frozen=True)
+class PgRestoreResult:
+    """A finished restore of a dump, and the safety dump of the data it replaced."""
+
+    name: str
+    size: int
+    sha256: str
+    safety: BackupResult
+
+
+def restore_pg_backup(url: str, backups_dir: Path, name: str, report=None) -> PgRestoreResult:
+    """Restore the dump ``name`` into ``url`` after checking it and taking a safety dump (backup lock held)."""
+    report = report or (lambda phase, percent: None)
+    path = resolve_backup(backups_dir, name)
+    if path.suffix != DUMP_SUFFIX:
+        raise BackupError(f"{name} is a SQLite backup; the data database is PostgreSQL.")
+    report("checking", None)
+    check_dump(path)
+    digest, size = _sha256(path)
+    report("safety backup", None)
+    safety = perform_pg_backup(url, backups_dir, kind="pre-restore")
+    report("restoring", None)
+    connection = connection_for(url)
+    pg_restore = find_tool("pg_restore")
+    _run(
+        [
+            pg_restore,
+            "--clean",
+            "--if-exists",
+            "--single-transaction",
+            "--exit-on-error",
+            "--no-password",
+            "--dbname",
+            connection.dsn,
+            str(path),
+        ],
+        connection.env,
+        f"Restoring {name} (nothing was changed)",
+    )
+    log.info("restored %s; safety dump %s", name, safety.name)
+    return PgRestoreResult(name, size, digest, safety)
