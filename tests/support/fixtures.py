@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support.s3_servers import SERVERS, RcloneS3, S3Server, SeaweedS3
 from tests.support.postgres import PostgresCluster, start_cluster
+from tests.support.s3_servers import SERVERS, RcloneS3, S3Server, SeaweedS3
 from tests.support.server import GunicornServer
 
 
