@@ -18,7 +18,6 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
-    UniqueConstraint,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -261,9 +260,11 @@ class OffsiteTarget(Base):
     """
 
     __tablename__ = "offsite_target"
+    # Named unique indexes (not constraints): both engines then report them alike.
+    __table_args__ = (Index("uq_offsite_target_name", "name", unique=True),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    name: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(64))
     endpoint: Mapped[str] = mapped_column(Text)
     region: Mapped[str] = mapped_column(String(64), default="us-east-1")
     bucket: Mapped[str] = mapped_column(String(63))
@@ -288,15 +289,15 @@ class OffsiteCopy(Base):
     """One object this app wrote to a target: retention deletes only these, never anything else."""
 
     __tablename__ = "offsite_copy"
-    __table_args__ = (UniqueConstraint("target_id", "key"),)
+    __table_args__ = (Index("uq_offsite_copy_target_key", "target_id", "key", unique=True),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     target_id: Mapped[int] = mapped_column(Integer, index=True)
     key: Mapped[str] = mapped_column(Text)
     backup: Mapped[str] = mapped_column(String(255))  # the local backup's name
-    plain_size: Mapped[int] = mapped_column(Integer)
+    plain_size: Mapped[int] = mapped_column(BigInteger)
     plain_sha256: Mapped[str] = mapped_column(String(64))
-    sealed_size: Mapped[int] = mapped_column(Integer)
+    sealed_size: Mapped[int] = mapped_column(BigInteger)
     sealed_sha256: Mapped[str] = mapped_column(String(64))
     encryption: Mapped[str] = mapped_column(String(16))
     uploaded_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
