@@ -300,3 +300,20 @@ def test_copies_made_before_an_encryption_change_still_open_with_their_own_key(o
         url, json={"key": f"app/{new.file}.zst.age", "passphrase": "correct horse battery staple"}
     )
     assert by_passphrase.status_code == 201, by_passphrase.json
+
+
+def test_off_site_copies_work_with_the_state_on_postgresql(make_app, s3, postgres_url):
+    """Several hosts keep targets and the catalogue in PostgreSQL: the same cycle works there."""
+    app = make_app(STATE_DATABASE_URL=postgres_url, OFFSITE_TIMEOUT_SECONDS=5)
+    offsite_app = OffsiteApp(app, s3)
+    created = offsite_app.add_target(keep_last=1)
+    for _ in range(2):
+        offsite_app.write_rows(10)
+        run = offsite_app.backup().run
+        assert run.status == "success", run.error
+    assert list(s3.objects()) == [f"app/{run.file}.zst.age"]
+    answer = offsite_app.client.post(
+        f"/api/v1/settings/offsite/{created['id']}/copies/fetch",
+        json={"key": f"app/{run.file}.zst.age", "identity": IDENTITY},
+    )
+    assert answer.status_code == 201, answer.json
