@@ -12,7 +12,7 @@ from pathlib import Path
 
 from app.db import Database
 from app.models import JobRun
-from app.services import catalogue, offsite, offsite_targets
+from app.services import catalogue, offsite, offsite_targets, runs
 from app.services.backups import perform_sqlite_backup, remove_stale_temp_files, resolve_backup
 from app.services.locks import FileLock
 from app.services.pg_backups import perform_pg_backup, restore_pg_backup
@@ -45,6 +45,8 @@ def _backup_db(ctx: TaskContext) -> dict:
     catalogue.record_backup(ctx.db, result.name, result.kind, result.size, result.sha256, result.created_at)
     answer = {"file": result.name, "size": result.size, "sha256": result.sha256, "backup": result}
     if offsite_targets.enabled_targets(ctx.db):
+        if ctx.run_id is not None:  # a run killed while uploading still names its backup
+            runs.record_result_fields(ctx.db, ctx.run_id, file=result.name, size=result.size, sha256=result.sha256)
         # A phase of the same run, from the verified local file; it never touches that file.
         outcomes = offsite.copy_to_targets(ctx.config, ctx.db, result.path, result.sha256, ctx.run_id, ctx.report)
         answer["detail"] = offsite.summary(outcomes)

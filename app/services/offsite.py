@@ -270,7 +270,9 @@ def upload_backup(
             out.flush()
         if sealed.plain_sha256 != sha256:
             raise OffsiteError("The local backup changed since it was verified; it was not uploaded.")
+        report("uploading", 0)
         client = client_for(config, target)
+        _abort_abandoned_parts(client, target)
         metadata = {
             "written-by": WRITTEN_BY,
             "backup": backup_path.name,
@@ -279,7 +281,6 @@ def upload_backup(
             "sealed-sha256": sealed.sealed_sha256,
             "encryption": "age-x25519" if target.encryption == "age" else "age-scrypt",
         }
-        report("uploading", 0)
         sent = _Sent(sealed.sealed_size, lambda percent: report("uploading", percent))
         client.upload_file(
             str(temp),
@@ -316,6 +317,21 @@ def upload_backup(
     offsite_targets.record_result(db, target.id, True, message + ".", uploaded=True)
     notifications.offsite_upload_succeeded(config, db, target.name)
     return UploadOutcome(target.name, True, message, key, sealed.sealed_size)
+
+
+def _abort_abandoned_parts(client, target: OffsiteTarget) -> None:
+    """Abort multipart uploads of our copies that a killed run left (providers bill their parts).
+
+    Runs under the backup lock, so no upload of this install is going on; best effort (some
+    servers do not list multipart uploads)."""
+    try:
+        answer = client.list_multipart_uploads(Bucket=target.bucket, Prefix=target.prefix)
+        for upload in answer.get("Uploads", []):
+            if REMOTE_KEY.fullmatch(upload["Key"][len(target.prefix) :]):
+                client.abort_multipart_upload(Bucket=target.bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+                log.info("off-site target %r: aborted an abandoned multipart upload of %s", target.name, upload["Key"])
+    except (ClientError, BotoCoreError) as exc:
+        log.debug("off-site target %r: abandoned multipart uploads not listed: %s", target.name, exc)
 
 
 class _owner_only_file:

@@ -7,7 +7,7 @@ import socket
 from datetime import datetime, timedelta
 from functools import cache
 
-from sqlalchemy import case, func, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from app.db import Database
@@ -140,26 +140,39 @@ def record_missed_run(db: Database, task: str, scheduled_for: datetime, reason: 
         return None if run_id is None else session.get(JobRun, run_id)
 
 
+# A backup run that dies after its local backup was made and recorded (in the off-site phase):
+# the backup is there and verified, an off-site copy is not.
+OFFSITE_INTERRUPTED = "The process stopped during the off-site upload; the local backup {file} is verified and kept."
+
+
+def record_result_fields(db: Database, run_id: int, **fields) -> None:
+    """Store result fields (``file``, ``size``, ``sha256``) while a run still goes on, so that
+    a run killed in a later phase still names what it made."""
+    with db.writer() as session:
+        session.execute(update(JobRun).where(JobRun.id == run_id, JobRun.status == "running").values(**fields))
+
+
+def _interrupted(run: JobRun, message: str) -> tuple[str, str]:
+    """How a dead run is closed: (status, error)."""
+    if run.trigger == "restore":
+        return "interrupted", INTERRUPTED_RESTORE
+    if run.file is not None:
+        return "warning", OFFSITE_INTERRUPTED.format(file=run.file)
+    return "interrupted", message
+
+
 def mark_interrupted(db: Database, task: str, message: str) -> int:
     """Turn runs left "running" by a dead process into "interrupted".
 
     Call only while holding the task's lock: then no live run of the task exists anywhere.
     """
     with db.writer() as session:
-        result = session.execute(
-            update(JobRun)
-            .where(JobRun.task == task, JobRun.status == "running")
-            .values(
-                status="interrupted",
-                finished_at=utcnow(),
-                phase=None,
-                error=case(
-                    (JobRun.trigger == "restore", INTERRUPTED_RESTORE),
-                    else_=message,
-                ),
-            )
-        )
-        return result.rowcount
+        dead = list(session.scalars(select(JobRun).where(JobRun.task == task, JobRun.status == "running")))
+        for run in dead:
+            run.status, run.error = _interrupted(run, message)
+            run.finished_at = utcnow()
+            run.phase = None
+        return len(dead)
 
 
 def close_dead_runs(db: Database, task: str, message: str) -> list[JobRun]:
@@ -177,10 +190,9 @@ def close_dead_runs(db: Database, task: str, message: str) -> list[JobRun]:
             gone_here = run.host == this_host() and not _pid_alive(run.pid)
             if not (expired or gone_here):
                 continue
-            run.status = "interrupted"
+            run.status, run.error = _interrupted(run, message)
             run.finished_at = utcnow()
             run.phase = None
-            run.error = INTERRUPTED_RESTORE if run.trigger == "restore" else message
             closed.append(run)
     return closed
 

@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import hashlib
 import subprocess
+import sys
+from pathlib import Path
+
+from sqlalchemy import select
 
 from app.models import JobRun
 from app.services import offsite_targets
@@ -14,6 +18,8 @@ from app.services.runner import start_task_in_background
 from tests.offsite.support import OffsiteApp
 from tests.support.receivers import HttpReceiver, notify_idle
 from tests.support.waiting import wait_for
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 def target_state(offsite_app: OffsiteApp):
@@ -191,3 +197,52 @@ def test_healthz_warns_of_a_failed_copy_without_details_and_stays_up(offsite_app
     )  # after the SQLite WAL-reset warning on versions that have the bug
     assert "secret-bucket-name" not in answer.get_data(as_text=True)
     assert offsite_app.s3.endpoint not in answer.get_data(as_text=True)
+
+
+KILLED_UPLOAD = """
+import sys
+from app import create_app
+from app.services.backup_tasks import BACKUP_TASK
+from app.services.runner import run_task_now
+app = create_app({"INSTANCE_PATH": sys.argv[1], "SECRET_KEY": "test-secret", "OFFSITE_TIMEOUT_SECONDS": 60})
+with app.app_context():
+    run_task_now(app.config, app.extensions["db"], BACKUP_TASK)
+"""
+
+
+def test_the_app_killed_while_uploading_closes_the_run_as_a_warning_naming_its_backup(offsite_app):
+    """SIGKILL of the process doing the run, in its off-site phase (the S3 server hangs)."""
+    offsite_app.add_target()
+    offsite_app.write_rows(10)
+    offsite_app.s3.pause()
+    instance = offsite_app.app.config["INSTANCE_PATH"]
+    child = subprocess.Popen([sys.executable, "-c", KILLED_UPLOAD, instance], cwd=PROJECT_ROOT)
+    try:
+
+        def uploading():
+            with offsite_app.db.session() as session:
+                run = session.scalars(select(JobRun).order_by(JobRun.id.desc())).first()
+                return run if run is not None and run.phase == "uploading" else None
+
+        run = wait_for(uploading, timeout=30, interval=0.05, message="the child never reached the upload")
+        assert run.file is not None  # named before the off-site phase
+        assert list(offsite_app.backups_dir.glob(".offsite-up-*.tmp"))
+        child.kill()
+        child.wait(10)
+    finally:
+        if child.poll() is None:
+            child.kill()
+        offsite_app.s3.resume()
+
+    offsite_app.write_rows(10)
+    later = offsite_app.backup().run  # claiming the task closes the dead run and cleans up
+    assert later.status == "success", later.error
+    with offsite_app.db.session() as session:
+        dead = session.get(JobRun, run.id)
+    assert dead.status == "warning"
+    assert (
+        dead.error
+        == f"The process stopped during the off-site upload; the local backup {run.file} is verified and kept."
+    )
+    assert (offsite_app.backups_dir / run.file).exists()
+    assert not list(offsite_app.backups_dir.glob(".offsite-up-*.tmp"))
