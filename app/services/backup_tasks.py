@@ -19,7 +19,7 @@ from app.services.pg_backups import perform_pg_backup, restore_pg_backup
 from app.services.registry import TASKS, Task, TaskContext, register
 from app.services.restore import remove_restore_leftovers, restore_backup
 from app.services.retention import keep_last
-from app.services.runner import RunOutcome, claim_task, complete_task, finish_in_background
+from app.services.runner import RunOutcome, TaskBusy, claim_task, complete_task, finish_in_background
 from app.services.verification import verify_backups
 
 BACKUP_TASK = "backup_db"
@@ -105,17 +105,44 @@ def _backup_lock(config: Mapping) -> FileLock:
     return FileLock(_data_lock_path(config, ".backup.lock"))
 
 
+# How long a restore waits for a backup's off-site phase to stop for it (it checks about five
+# times a second while it sends; a hanging server answers only at its read timeout).
+RESTORE_WAIT_SECONDS = 15.0
+
+
+def _claim_restore(config: Mapping, db: Database) -> tuple[JobRun, FileLock]:
+    """Claim the backup task for a restore. A backup in its off-site phase (its local backup
+    already made and verified) is asked to stop: an emergency restore never waits for an upload."""
+    try:
+        return claim_task(config, db, BACKUP_TASK, "restore")
+    except TaskBusy as busy:
+        running = busy.running
+        uploading = running is not None and running.trigger != "restore" and _off_site_phase(running.phase)
+        if not uploading:
+            raise
+    offsite.request_cancel(Path(config["BACKUPS_DIR"]))
+    try:
+        return claim_task(config, db, BACKUP_TASK, "restore", wait=RESTORE_WAIT_SECONDS)
+    finally:
+        offsite.clear_cancel(Path(config["BACKUPS_DIR"]))
+
+
+def _off_site_phase(phase: str | None) -> bool:
+    return bool(phase) and phase.startswith(("sealing", "uploading"))
+
+
 def restore_now(config: Mapping, db: Database, name: str) -> RunOutcome:
     """Restore the backup ``name`` in this thread (the CLI); raises :class:`TaskBusy` while one runs."""
     resolve_backup(Path(config["BACKUPS_DIR"]), name)
-    run, lock = claim_task(config, db, BACKUP_TASK, "restore")
+    run, lock = _claim_restore(config, db)
     return complete_task(config, db, run, lock, body=_restore_body(name))
 
 
 def start_restore_in_background(config: Mapping, db: Database, name: str) -> JobRun:
-    """Claim a restore of ``name`` (refused at once while a backup or restore runs), finish it in a thread."""
+    """Claim a restore of ``name`` (refused while a backup or restore runs, but a backup's off-site
+    phase is stopped for it), finish it in a thread."""
     resolve_backup(Path(config["BACKUPS_DIR"]), name)
-    run, lock = claim_task(config, db, BACKUP_TASK, "restore")
+    run, lock = _claim_restore(config, db)
     finish_in_background(config, db, run, lock, _restore_body(name))
     return run
 

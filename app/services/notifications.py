@@ -168,11 +168,16 @@ def _run_finished(config: Mapping, db: Database, run_id: int) -> None:
         return
     change = advance(db, run.task, "ok", now, remind, run_id=run.id)
     if change is not None:
-        what = f"{title} works again: run #{run.id} succeeded{_file(run)}."
+        what = f"{title} works again: run #{run.id} succeeded{_file(run)}{_warned(run)}."
         _tell_change(config, db, settings, change, f"Backups: {title} recovered", what, now)
     if settings.wants("success"):
-        what = f"{title} succeeded ({run.trigger} run #{run.id}){_file(run)}."
+        what = f"{title} succeeded ({run.trigger} run #{run.id}){_file(run)}{_warned(run)}."
         _tell(config, db, settings, "success", f"Backups: {title} succeeded", what, now)
+
+
+def _warned(run: JobRun) -> str:
+    """A run "success with warnings" says so (its off-site failures are told on their own)."""
+    return " with warnings (an off-site copy failed)" if run.status == "warning" else ""
 
 
 def offsite_upload_failed(config: Mapping, db: Database, target: str, error: str) -> None:

@@ -13,6 +13,7 @@ give user metadata keys back capitalised, so they are read case-insensitively.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -231,15 +232,67 @@ def copy_to_targets(
 ) -> list[UploadOutcome]:
     """Upload a verified local backup to every enabled target; one outcome per target."""
     targets = offsite_targets.enabled_targets(db)
+    watch = CancelWatch(backup_path.parent)
     outcomes = []
     for number, target in enumerate(targets, start=1):
+        if watch.tripped:
+            outcomes.append(UploadOutcome(target.name, False, CANCELLED))
+            continue
         suffix = "" if len(targets) == 1 else f" {number}/{len(targets)}"
 
         def relay(phase: str, percent: int | None, suffix=suffix) -> None:
+            watch.check()
             report(phase + suffix, percent)
 
-        outcomes.append(upload_backup(config, db, target, backup_path, sha256, run_id, relay))
+        outcomes.append(upload_backup(config, db, target, backup_path, sha256, run_id, relay, watch))
     return outcomes
+
+
+# -- a restore goes first ---------------------------------------------------------------------------
+
+CANCEL_FLAG = ".offsite-cancel"
+CANCELLED = "cancelled: a restore was asked for and goes first"
+
+
+class OffsiteCancelled(Exception):
+    """A restore asked the running off-site phase to stop (it holds the backup lock)."""
+
+
+def request_cancel(backups_dir: Path) -> None:
+    """Ask the off-site phase running in any process to stop: a restore is waiting for the lock."""
+    prepare_folder(backups_dir)
+    flag = backups_dir / CANCEL_FLAG
+    flag.touch()
+    os.utime(flag)  # touch() keeps an existing file's time on some systems
+
+
+def clear_cancel(backups_dir: Path) -> None:
+    """The restore has the lock (or gave up): later uploads must not stop for it."""
+    (backups_dir / CANCEL_FLAG).unlink(missing_ok=True)
+
+
+class CancelWatch:
+    """Whether a restore asked the off-site phase that started at ``since`` to stop.
+
+    Looked at from the phase's progress reports (every chunk sent, every few MB sealed), at
+    most every 0.2 s. A server that hangs sends no progress: the request then waits for the
+    read timeout, and the restore is refused as busy after its wait (``RESTORE_WAIT_SECONDS``).
+    """
+
+    def __init__(self, backups_dir: Path) -> None:
+        self.flag = backups_dir / CANCEL_FLAG
+        self.since = time.time()
+        self.tripped = False
+        self._looked = 0.0
+
+    def check(self) -> None:
+        now = time.monotonic()
+        if not self.tripped and now - self._looked >= 0.2:
+            self._looked = now
+            with contextlib.suppress(FileNotFoundError):
+                self.tripped = self.flag.stat().st_mtime >= self.since
+        if self.tripped:
+            raise OffsiteCancelled(CANCELLED)
 
 
 def upload_backup(
@@ -250,6 +303,7 @@ def upload_backup(
     sha256: str,
     run_id: int | None,
     report: Callable[[str, int | None], None] = lambda phase, percent: None,
+    watch: CancelWatch | None = None,
 ) -> UploadOutcome:
     """Seal ``backup_path`` for ``target``, upload it, read it back, apply the target's retention."""
     backups_dir = backup_path.parent
@@ -294,6 +348,9 @@ def upload_backup(
         _check_read_back(head, sealed.sealed_size, sealed.plain_sha256, sealed.sealed_sha256)
         _catalogue(db, target, key, backup_path.name, sealed, run_id)
     except Exception as exc:
+        if watch is not None and watch.tripped:  # however the libraries wrapped our exception
+            log.info("off-site upload of %s to %r cancelled for a restore", backup_path.name, target.name)
+            return UploadOutcome(target.name, False, CANCELLED, key)
         message = explain(exc, target, config["OFFSITE_TIMEOUT_SECONDS"])
         log.warning("off-site upload of %s to %r failed: %s", backup_path.name, target.name, message)
         offsite_targets.record_result(db, target.id, False, f"Upload of {backup_path.name} failed: {message}")

@@ -246,3 +246,26 @@ def test_the_app_killed_while_uploading_closes_the_run_as_a_warning_naming_its_b
     )
     assert (offsite_app.backups_dir / run.file).exists()
     assert not list(offsite_app.backups_dir.glob(".offsite-up-*.tmp"))
+
+
+def test_a_restore_stops_an_off_site_upload_instead_of_waiting_for_it(offsite_app):
+    """An emergency restore must not wait minutes for an upload over a slow line: the off-site
+    phase (its local backup already made) stops, and the restore runs."""
+    offsite_app.add_target()
+    offsite_app.write_rows(10)
+    first = offsite_app.backup().run  # a backup to restore later
+    offsite_app.write_random(200)  # 200 MB that do not compress: the upload takes a while
+    with offsite_app.app.app_context():
+        busy = start_task_in_background(offsite_app.app.config, offsite_app.db, BACKUP_TASK)
+    wait_for(lambda: running_phase(offsite_app, busy.id)[0] == "uploading", timeout=60, interval=0.01)
+
+    answer = offsite_app.client.post(f"/api/v1/settings/backups/{first.file}/restore", json={"confirm": first.file})
+    assert answer.status_code == 202, answer.json
+    restore_id = answer.json["run"]["id"]
+    stopped = wait_for(lambda: (r := _run(offsite_app, busy.id)).status != "running" and r, timeout=30)
+    assert stopped.status == "warning"
+    assert "cancelled: a restore was asked for and goes first" in stopped.error
+    assert_local_backup_intact(offsite_app, stopped)
+    restored = wait_for(lambda: (r := _run(offsite_app, restore_id)).status != "running" and r, timeout=60)
+    assert restored.status == "success", restored.error
+    assert target_state(offsite_app).last_result == "ok"  # a cancel is not the target's failure
