@@ -19,7 +19,7 @@ from app.offsite_cli import offsite_cli
 from app.services import runs
 from app.services.backup_tasks import BACKUP_TASK, restore_now
 from app.services.backups import BackupNotFound
-from app.services.catalogue import catalogued_backups
+from app.services.catalogue import listed_backups
 from app.services.registry import TASKS, task_named
 from app.services.runner import TaskBusy, run_task_now
 from app.services.schedules import MAX_HOURS, MIN_HOURS, MODES, save_schedule
@@ -63,12 +63,13 @@ def backup_run(as_json: bool) -> None:
 def backup_list(as_json: bool) -> None:
     """List backup files, newest first."""
     zone = current_app.config["SCHEDULER_TIMEZONE"]
-    backups = catalogued_backups(get_db(), Path(current_app.config["BACKUPS_DIR"]))
+    backups = listed_backups(get_db(), Path(current_app.config["BACKUPS_DIR"]), current_app.config["HOST_NAME"])
     if as_json:
         _emit({"backups": [backup_json(backup, zone) for backup in backups]})
         return
     for backup in backups:
-        click.echo(f"{backup.name}  {file_size(backup.size):>10}  {backup.kind}")
+        where = "" if backup.here else f"  on host {backup.host}"
+        click.echo(f"{backup.name}  {file_size(backup.size):>10}  {backup.kind}{where}")
 
 
 @backup_cli.command("restore")

@@ -54,6 +54,7 @@ class Settings:
     offsite_timeout_seconds: int = 60
     offsite_scrypt_work_factor: int = 18
     offsite_part_mb: int = 64
+    host_name: str = ""
 
     @property
     def auth_enabled(self) -> bool:
@@ -90,6 +91,7 @@ class Settings:
             "OFFSITE_TIMEOUT_SECONDS": self.offsite_timeout_seconds,
             "OFFSITE_SCRYPT_WORK_FACTOR": self.offsite_scrypt_work_factor,
             "OFFSITE_PART_MB": self.offsite_part_mb,
+            "HOST_NAME": self.host_name,
             # Changes whenever the password does, so old sessions end with it.
             "ADMIN_PASSWORD_FINGERPRINT": _fingerprint(self.secret_key, self.admin_password_hash_source),
             "AUTH_ENABLED": self.auth_enabled,
@@ -145,6 +147,7 @@ def load_settings(env: dict[str, str], default_instance_path: Path) -> Settings:
         offsite_scrypt_work_factor=_integer(env, "OFFSITE_SCRYPT_WORK_FACTOR", default=18, low=10, high=22),
         # S3 parts are 5 MiB at least; 10 000 parts of 64 MiB cover a 625 GiB backup.
         offsite_part_mb=_integer(env, "OFFSITE_PART_MB", default=64, low=5, high=5120),
+        host_name=_host_name(env),
     )
 
 
@@ -280,6 +283,16 @@ def _seconds(env: dict[str, str], name: str, default: float, low: float, high: f
     if not low <= value <= high:  # also refuses nan and inf
         raise ConfigError(f"{name} must be a number of seconds from {low:g} to {high:g} (got {raw!r}).")
     return value
+
+
+def _host_name(env: dict[str, str]) -> str:
+    """HOST_NAME, else the machine's host name: which host's backup folder holds a file."""
+    import socket
+
+    raw = env.get("HOST_NAME", "").strip() or socket.gethostname()
+    if len(raw) > 255:
+        raise ConfigError(f"HOST_NAME must be at most 255 characters (got {len(raw)}).")
+    return raw
 
 
 def _timezone(env: dict[str, str]) -> str:

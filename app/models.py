@@ -163,6 +163,9 @@ class BackupRecord(Base):
     verified_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # Why the last verification found the file unusable (None while it is fine).
     damaged: Mapped[str | None] = mapped_column(Text)
+    # HOST_NAME of the host whose BACKUPS_DIR received the file (None: not recorded, e.g. made
+    # before the column existed): hosts without a shared folder list it as "on host <host>".
+    host: Mapped[str | None] = mapped_column(String(255))
 
 
 class StateMeta(Base):

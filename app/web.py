@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import NoReturn
 from zoneinfo import ZoneInfo
 
 from flask import Flask, Request, abort, current_app, jsonify, render_template, request, send_file
@@ -12,7 +13,9 @@ from markupsafe import Markup, escape
 from sqlalchemy.exc import OperationalError
 from werkzeug.datastructures import FileStorage
 
+from app.extensions import get_db
 from app.services.backups import BackupError, resolve_backup
+from app.services.catalogue import BackupOnAnotherHost, host_holding
 from app.services.uploads import discard_upload, open_staged_upload
 
 CONTENT_SECURITY_POLICY = "; ".join(
@@ -81,12 +84,22 @@ def staged_upload(field: str) -> tuple[FileStorage | None, Path | None]:
 
 
 def send_backup(backups_dir: Path, name: str):
-    """A backup file by its exact listed name, as an attachment; 404 for any other name."""
+    """A backup file by its exact listed name, as an attachment; 404 for any other name
+    (saying which host holds it when it is in another host's folder)."""
     try:
         path = resolve_backup(backups_dir, name)
     except BackupError:
-        abort(404)
+        abort_backup_not_here(backups_dir, name)
     return send_file(path, as_attachment=True, download_name=name, mimetype="application/vnd.sqlite3")
+
+
+def abort_backup_not_here(backups_dir: Path, name: str) -> NoReturn:
+    """404 for a backup not in this host's folder, saying which host holds it when the shared
+    catalogue knows ("This backup is on host X, not on this one ...")."""
+    holder = host_holding(get_db(), backups_dir, name, current_app.config["HOST_NAME"])
+    if holder is not None:
+        abort(404, description=str(BackupOnAnotherHost(name, holder)))
+    abort(404)
 
 
 def is_htmx() -> bool:

@@ -92,6 +92,11 @@ BACKUP = {
         "sha256": {"type": ["string", "null"]},
         "verified_at": NULLABLE_TIME,
         "damaged": {"type": ["string", "null"]},
+        "here": {
+            "type": "boolean",
+            "description": "False: the file is in another host's BACKUPS_DIR (see host); download it there.",
+        },
+        "host": {"type": ["string", "null"], "description": "HOST_NAME of the host whose folder received it."},
         "duration_ms": {"type": "integer"},
         "run_id": {"type": "integer"},
         "status": {"type": "string", "enum": ["success", "warning"]},

@@ -7,7 +7,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from flask import Blueprint, abort, current_app, g, jsonify, request
-from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.exceptions import HTTPException, NotFound, RequestEntityTooLarge
 
 from app.api.serializers import backup_json, busy_json, health_json, iso, job_json, run_json
 from app.extensions import csrf, get_db
@@ -15,14 +15,14 @@ from app.forms.schedule import ScheduleForm, formdata_from_json
 from app.services import runs
 from app.services.backup_tasks import BACKUP_TASK, start_restore_in_background
 from app.services.backups import BackupError, BackupNotFound
-from app.services.catalogue import catalogued_backup, catalogued_backups, delete_catalogued
+from app.services.catalogue import catalogued_backup, catalogued_backups, delete_catalogued, listed_backups
 from app.services.registry import TASKS, Task, task_named
 from app.services.runner import TaskBusy, run_task_now, start_task_in_background
 from app.services.scheduler import ENTRY_POINT
 from app.services.schedules import Schedule, save_schedule
 from app.services.status import scheduler_health, stored_jobs, task_status
 from app.services.uploads import accept_upload
-from app.web import send_backup, staged_upload
+from app.web import abort_backup_not_here, send_backup, staged_upload
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
@@ -46,8 +46,10 @@ def guard_browser_requests():
 
 
 @bp.errorhandler(404)
-def not_found(_error):
-    return jsonify(error="Not found."), 404
+def not_found(error: NotFound):
+    # A 404 raised with its own description (e.g. "This backup is on host X ...") says it.
+    custom = error.description != NotFound.description
+    return jsonify(error=error.description if custom else "Not found."), 404
 
 
 @bp.app_errorhandler(HTTPException)
@@ -109,8 +111,9 @@ def _backups_dir() -> Path:
 
 @bp.get("/settings/backups")
 def backups():
-    """The backup files, newest first, with the sha256 and last verification the catalogue holds."""
-    listed = catalogued_backups(get_db(), _backups_dir())
+    """The backups, newest first, with the sha256 and last verification the catalogue holds
+    (``here: false``: in another host's folder, named by ``host``)."""
+    listed = listed_backups(get_db(), _backups_dir(), current_app.config["HOST_NAME"])
     return jsonify(backups=[backup_json(backup, _timezone()) for backup in listed])
 
 
@@ -124,9 +127,9 @@ def download_backup(name: str):
 def delete_backup(name: str):
     """Delete one backup by its exact name."""
     try:
-        delete_catalogued(get_db(), _backups_dir(), name)
+        delete_catalogued(get_db(), _backups_dir(), name, current_app.config["HOST_NAME"])
     except BackupError:
-        abort(404)
+        abort_backup_not_here(_backups_dir(), name)
     return jsonify(deleted=name), 200
 
 
@@ -143,7 +146,7 @@ def upload_backup():
     if upload is None or staged is None or not upload.filename:
         return jsonify(error='Send the backup as multipart/form-data in the field "file".'), 400
     try:
-        backup = accept_upload(get_db(), _backups_dir(), staged)
+        backup = accept_upload(get_db(), _backups_dir(), staged, current_app.config["HOST_NAME"])
     except BackupError as exc:
         return jsonify(error=str(exc)), 400 if exc.status_code < 500 else exc.status_code
     listed = {entry.name: entry for entry in catalogued_backups(get_db(), _backups_dir())}
@@ -159,7 +162,7 @@ def restore_backup(name: str):
     try:
         run = start_restore_in_background(current_app.config, get_db(), name)
     except BackupNotFound:
-        abort(404)
+        abort_backup_not_here(_backups_dir(), name)
     except TaskBusy as busy:
         return jsonify(error=str(busy), running=busy_json(busy.running, BACKUP_TASK, _timezone())), 409
     return jsonify(run=run_json(run, _timezone())), 202

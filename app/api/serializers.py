@@ -55,7 +55,8 @@ def busy_json(run: JobRun | None, task: str, timezone: str) -> dict:
 
 
 def backup_json(backup: CataloguedBackup, timezone: str) -> dict:
-    """One backup file, with its sha256 and last verification when the catalogue has them."""
+    """One backup file, with its sha256 and last verification when the catalogue has them;
+    ``here`` false: it is in the folder of ``host``, not this host's (download it there)."""
     return {
         "file": backup.name,
         "size": backup.size,
@@ -64,6 +65,8 @@ def backup_json(backup: CataloguedBackup, timezone: str) -> dict:
         "sha256": backup.sha256,
         "verified_at": iso(backup.verified_at, timezone),
         "damaged": backup.damaged,
+        "here": backup.here,
+        "host": backup.host,
     }
 
 

@@ -42,7 +42,10 @@ def _backup_db(ctx: TaskContext) -> dict:
             busy_timeout=ctx.config["BACKUP_BUSY_TIMEOUT_SECONDS"],
             progress=ctx.report,
         )
-    catalogue.record_backup(ctx.db, result.name, result.kind, result.size, result.sha256, result.created_at)
+    host = ctx.config["HOST_NAME"]
+    catalogue.record_backup(ctx.db, result.name, result.kind, result.size, result.sha256, result.created_at, host)
+    for name in result.pruned:  # retention deleted them: gone from every host's list
+        catalogue.forget_backup(ctx.db, name)
     answer = {"file": result.name, "size": result.size, "sha256": result.sha256, "backup": result}
     if offsite_targets.enabled_targets(ctx.db):
         if ctx.run_id is not None:  # a run killed while uploading still names its backup
@@ -68,6 +71,7 @@ def _restore_body(name: str) -> Callable[[TaskContext], dict]:
             name,
             busy_timeout=ctx.config["RESTORE_BUSY_TIMEOUT_SECONDS"],
             report=ctx.report,
+            host=ctx.config["HOST_NAME"],
         )
         detail = f"Safety backup of the previous data: {result.safety.name}"
         return {"file": result.name, "size": result.size, "sha256": result.sha256, "detail": detail, "restore": result}
@@ -79,7 +83,8 @@ def _restore_pg(ctx: TaskContext, name: str) -> dict:
     backups_dir = Path(ctx.config["BACKUPS_DIR"])
     result = restore_pg_backup(ctx.config["DATABASE_URL"], backups_dir, name, report=ctx.report)
     safety = result.safety
-    catalogue.record_backup(ctx.db, safety.name, safety.kind, safety.size, safety.sha256, safety.created_at)
+    host = ctx.config["HOST_NAME"]
+    catalogue.record_backup(ctx.db, safety.name, safety.kind, safety.size, safety.sha256, safety.created_at, host)
     detail = f"Safety backup of the previous data: {safety.name}"
     return {"file": result.name, "size": result.size, "sha256": result.sha256, "detail": detail, "restore": result}
 
@@ -148,7 +153,13 @@ def start_restore_in_background(config: Mapping, db: Database, name: str) -> Job
 
 
 def _verify_backups(ctx: TaskContext) -> dict:
-    found = verify_backups(ctx.db, Path(ctx.config["BACKUPS_DIR"]), ctx.config["BACKUP_VERIFY_COUNT"], ctx.report)
+    found = verify_backups(
+        ctx.db,
+        Path(ctx.config["BACKUPS_DIR"]),
+        ctx.config["BACKUP_VERIFY_COUNT"],
+        ctx.report,
+        host=ctx.config["HOST_NAME"],
+    )
     return {"detail": found.summary(), "verification": found}
 
 

@@ -560,7 +560,7 @@ def fetch_copy(
             plain_sha256, _plain_size = unseal(source, staged, identity=identity, passphrase=passphrase, limit=limit)
         if expected.get("plain-sha256") and expected["plain-sha256"] != plain_sha256:
             raise OffsiteError("The opened copy differs from the backup that was uploaded (sha256 mismatch).")
-        return accept_upload(db, backups_dir, staged)
+        return accept_upload(db, backups_dir, staged, config["HOST_NAME"])
     except OffsiteError:
         raise
     except (SealError, BackupError) as exc:  # BackupError: it opened, but is not a usable backup

@@ -104,6 +104,7 @@ def restore_backup(
     *,
     busy_timeout: float,
     report: Progress,
+    host: str | None = None,
 ) -> RestoreResult:
     """Replace the live data with the backup ``name``; raise :class:`BackupError` if it did not happen."""
     path = resolve_backup(backups_dir, name)
@@ -120,7 +121,7 @@ def restore_backup(
             busy_timeout=busy_timeout,
             progress=lambda phase, percent: report("safety backup", percent if phase == "copying" else None),
         )
-        catalogue.record_backup(db, safety.name, "pre-restore", safety.size, safety.sha256, safety.created_at)
+        catalogue.record_backup(db, safety.name, "pre-restore", safety.size, safety.sha256, safety.created_at, host)
         report("restoring", 0)
         # At normal priority: the copy holds the live database's write lock, so every writer
         # of the app waits for it to end; slowing it down would make them wait longer.

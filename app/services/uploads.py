@@ -31,8 +31,9 @@ def open_staged_upload(backups_dir: Path) -> tuple[Path, BinaryIO]:
     return path, os.fdopen(fd, "w+b")
 
 
-def accept_upload(db: Database, backups_dir: Path, staged: Path) -> BackupResult:
-    """Check a fully received upload and keep it as an "uploaded" backup; the staged file is always removed."""
+def accept_upload(db: Database, backups_dir: Path, staged: Path, host: str | None = None) -> BackupResult:
+    """Check a fully received upload and keep it as an "uploaded" backup in ``host``'s folder; the staged
+    file is always removed."""
     try:
         if staged.stat().st_size == 0:
             raise BackupCheckError("The file is empty (0 bytes): it is not a database backup.")
@@ -50,7 +51,7 @@ def accept_upload(db: Database, backups_dir: Path, staged: Path) -> BackupResult
         final_path, created_at = publish_backup(staged, backups_dir, "uploaded")
     finally:
         discard_upload(staged)
-    catalogue.record_backup(db, final_path.name, "uploaded", size, digest, created_at)
+    catalogue.record_backup(db, final_path.name, "uploaded", size, digest, created_at, host)
     return BackupResult(final_path, size, digest, created_at, 0, "uploaded")
 
 

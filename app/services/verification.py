@@ -50,14 +50,14 @@ def backups_to_verify(listed: list[CataloguedBackup], count: int) -> list[Catalo
 
 
 def verify_backups(
-    db: Database, backups_dir: Path, count: int, report: Callable[[str, int | None], None]
+    db: Database, backups_dir: Path, count: int, report: Callable[[str, int | None], None], host: str | None = None
 ) -> VerificationReport:
-    """Verify the chosen backups; raise :class:`VerificationFailed` if any is damaged."""
+    """Verify the chosen backups of ``host``'s folder; raise :class:`VerificationFailed` if any is damaged."""
     chosen = backups_to_verify(catalogue.catalogued_backups(db, backups_dir), count)
     found = VerificationReport()
     for number, backup in enumerate(chosen):
         report("verifying", round(100 * number / len(chosen)))
-        problem = _check(db, backups_dir / backup.name, backup, found)
+        problem = _check(db, backups_dir / backup.name, backup, found, host)
         if problem is not None:
             found.damaged[backup.name] = problem
             catalogue.mark_damaged(db, backup.name, problem, backup.size, backup.created_at, backup.kind)
@@ -79,7 +79,9 @@ def _hash_and_check(path: Path) -> str:
     return digest
 
 
-def _check(db: Database, path: Path, backup: CataloguedBackup, found: VerificationReport) -> str | None:
+def _check(
+    db: Database, path: Path, backup: CataloguedBackup, found: VerificationReport, host: str | None
+) -> str | None:
     """None when the file is fine (and recorded as verified), else what is wrong with it."""
     try:
         # Reading and checking a whole file yields the CPU and the disk to the app (issue 15).
@@ -98,7 +100,7 @@ def _check(db: Database, path: Path, backup: CataloguedBackup, found: Verificati
         return "its sha256 no longer matches the one recorded when it was made"
     if backup.sha256 is None:
         found.first_recorded.append(backup.name)
-        catalogue.record_backup(db, backup.name, backup.kind, backup.size, digest, backup.created_at)
+        catalogue.record_backup(db, backup.name, backup.kind, backup.size, digest, backup.created_at, host)
     else:
         catalogue.mark_verified(db, backup.name)
     found.verified.append(backup.name)

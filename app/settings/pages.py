@@ -19,7 +19,7 @@ from app.services import retention, runs
 from app.services.backup_folder import folder_problem
 from app.services.backup_tasks import BACKUP_TASK
 from app.services.backups import list_backups
-from app.services.catalogue import catalogued_backups
+from app.services.catalogue import listed_backups
 from app.services.crontab import DST_RULE, DST_RULE_WILDCARD
 from app.services.registry import TASKS, Task
 from app.services.schedules import MODE_FIELDS, ScheduleError, load_schedule, preview
@@ -96,7 +96,7 @@ def page_context(needs: tuple[str, ...], **overrides) -> dict:
     task_forms = overrides.pop("task_forms", {})
     makers = {
         "folder_problem": lambda: folder_problem(backups_dir()),
-        "backups": lambda: [] if context["folder_problem"] else catalogued_backups(db, backups_dir()),
+        "backups": lambda: [] if context["folder_problem"] else listed_backups(db, backups_dir(), config["HOST_NAME"]),
         "retention": lambda: {
             "keep_last": retention.keep_last(config, db, BACKUP_TASK),
             "keep_last_is_default": retention.is_default(db, BACKUP_TASK),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from flask import abort, current_app, flash, redirect, render_template, request, session, url_for
+from flask import current_app, flash, redirect, render_template, request, session, url_for
 from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import RequestEntityTooLarge
 
@@ -30,7 +30,7 @@ from app.settings.pages import (
     respond,
     run_toast_order,
 )
-from app.web import send_backup, staged_upload
+from app.web import abort_backup_not_here, send_backup, staged_upload
 
 
 @bp.get("")
@@ -74,7 +74,7 @@ def backup_now():
 
 @bp.get("/backups/<name>")
 def download_backup(name: str):
-    """Download one backup by its exact listed name."""
+    """Download one backup by its exact listed name (404 naming its host when it is on another)."""
     return send_backup(backups_dir(), name)
 
 
@@ -84,7 +84,7 @@ def confirm_delete_backup(name: str):
     try:
         resolve_backup(backups_dir(), name)
     except BackupError:
-        abort(404)
+        abort_backup_not_here(backups_dir(), name)
     return render_template("settings/confirm_delete.html", name=name)
 
 
@@ -93,9 +93,9 @@ def delete_backup_file(name: str):
     """Delete one backup; focus moves to the row that takes its place (or the empty message)."""
     names = [backup.name for backup in list_backups(backups_dir())]
     try:
-        delete_catalogued(get_db(), backups_dir(), name)
+        delete_catalogued(get_db(), backups_dir(), name, current_app.config["HOST_NAME"])
     except BackupError:
-        abort(404)
+        abort_backup_not_here(backups_dir(), name)
     rest = [other for other in names if other != name]
     index = names.index(name) if name in names else 0
     focus_after = rest[min(index, len(rest) - 1)] if rest else ""
@@ -129,7 +129,7 @@ def upload_backup():
     if not form.validate() or staged is None:
         return _upload_refused(form.file.errors[0] if form.file.errors else "Choose a backup file to upload.")
     try:
-        backup = accept_upload(get_db(), backups_dir(), staged)
+        backup = accept_upload(get_db(), backups_dir(), staged, current_app.config["HOST_NAME"])
     except BackupError as exc:
         return _upload_refused(f"{upload.filename}: {exc}")
     message = f"Uploaded {upload.filename} as {backup.name}: it passed every check. Restore it from the list."
@@ -175,7 +175,7 @@ def restore(name: str):
     try:
         run = start_restore_in_background(current_app.config, get_db(), name)
     except BackupNotFound:
-        abort(404)
+        abort_backup_not_here(backups_dir(), name)
     except TaskBusy as busy:
         form.confirm.errors = [f"{busy} Wait for it to finish, then try again."]
         return _restore_page(name, form, 409)
@@ -199,7 +199,7 @@ def _restore_page(name: str, form: RestoreForm, status: int = 200):
         preview = preview_restore(Path(current_app.config["DATABASE_PATH"]), backups_dir(), name)
         problem = None
     except BackupNotFound:
-        abort(404)
+        abort_backup_not_here(backups_dir(), name)
     except BackupCheckError as exc:
         preview, problem, status = None, str(exc), 400
     page = render_template("settings/confirm_restore.html", name=name, form=form, preview=preview, problem=problem)

@@ -68,6 +68,8 @@ def test_list_has_kind_sha256_and_verified_at(app, client, data):
             "sha256": made["sha256"],
             "verified_at": listed[0]["verified_at"],
             "damaged": None,
+            "here": True,  # in this host's folder
+            "host": app.config["HOST_NAME"],
         }
     ]
     assert listed[0]["verified_at"].endswith(("+01:00", "+02:00"))  # Europe/Berlin, with its offset
