@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 
 from app.services.backups import (
     KINDS,
@@ -64,8 +64,13 @@ def connection_for(url: str) -> Connection:
     env = {**os.environ}
     if parsed.password:
         env["PGPASSWORD"] = str(parsed.password)
-    dsn = parsed.set(drivername="postgresql", password=None).render_as_string(hide_password=False)
+    dsn = without_password(parsed.set(drivername="postgresql")).render_as_string(hide_password=False)
     return Connection(dsn, env)
+
+
+def without_password(url: URL) -> URL:
+    """``url`` with no password (``URL.set(password=None)`` keeps the password: None means "unchanged")."""
+    return url._replace(password=None)
 
 
 def find_tool(name: str) -> str:

@@ -143,7 +143,9 @@ def test_on_one_host_the_list_is_the_folder_as_before(make_app):
     # name changed) is not listed unless its file is in the folder.
     app = make_app(HOST_NAME="now")
     db = app.extensions["db"]
-    catalogue.record_backup(db, "backup-20260101T000000.000000Z-manual.sqlite3", "manual", 10, "ab" * 32, utcnow(), "before")
+    catalogue.record_backup(
+        db, "backup-20260101T000000.000000Z-manual.sqlite3", "manual", 10, "ab" * 32, utcnow(), "before"
+    )
     assert app.test_client().get(API).json["backups"] == []
     name = make_backup(app)["file"]
     listed = app.test_client().get(API).json["backups"]

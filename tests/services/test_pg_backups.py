@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from app.services.backups import BackupError, list_backups
-from app.services.pg_backups import check_dump, perform_pg_backup, restore_pg_backup
+from app.services.pg_backups import check_dump, connection_for, perform_pg_backup, restore_pg_backup
 from tests.support.postgres import PostgresCluster
 from tests.support.waiting import wait_for
 
@@ -75,6 +75,12 @@ def test_a_dump_taken_while_another_process_writes_restores_to_a_consistent_snap
     # The safety dump holds the data the restore replaced, and restores to it.
     restore_pg_backup(data_url, tmp_path / "backups", restore.safety.name)
     assert counts(postgres, data_url) == live_before
+
+
+def test_the_password_goes_in_the_environment_never_in_the_tools_command_line():
+    connection = connection_for("postgresql+psycopg://app:s3cret@db.internal:5432/data")
+    assert connection.dsn == "postgresql://app@db.internal:5432/data"
+    assert connection.env["PGPASSWORD"] == "s3cret"
 
 
 def test_a_truncated_dump_is_caught_although_its_table_of_contents_reads(data_url, tmp_path):
