@@ -23,6 +23,7 @@ from pathlib import Path
 
 from sqlalchemy.engine import URL, make_url
 
+from app.services.backup_checks import BackupCheckError
 from app.services.backups import (
     KINDS,
     TEMP_PREFIX,
@@ -47,6 +48,14 @@ DUMP_SUFFIX = ".dump"
 # Debian installs each major version's tools here; a pg_dump on the PATH comes first.
 DEBIAN_BIN_DIRS = "/usr/lib/postgresql"
 VERSION = re.compile(r"\(PostgreSQL\) (\d+)(?:\.(\d+))?")
+# A table in ``pg_restore --list``: "215; 1259 16386 TABLE public item owner" (not "TABLE DATA").
+LISTED_TABLE = re.compile(r"^\d+; \d+ \d+ TABLE (?!DATA )(\S+) (.+) \S+$")
+LISTED_DATABASE = re.compile(r"^;\s+dbname: (.+)$")
+LIVE_TABLES = """
+    SELECT n.nspname || '.' || c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+      AND n.nspname NOT LIKE 'pg\\_%'
+"""
 TOOL_TIMEOUT_SECONDS = 6 * 3600
 
 
@@ -224,3 +233,65 @@ def restore_pg_backup(url: str, backups_dir: Path, name: str, report=None) -> Pg
     )
     log.info("restored %s; safety dump %s", name, safety.name)
     return PgRestoreResult(name, size, digest, safety)
+
+
+@dataclass(frozen=True)
+class PgRestorePreview:
+    """What the confirmation page shows before a dump replaces the live PostgreSQL data."""
+
+    name: str
+    size: int
+    database: str  # DATABASE_URL without its password
+    dumped_database: str | None  # the database the dump was taken of, as the dump says
+    dump_tables: list[str]  # schema.table
+    live_tables: list[str]
+
+    @property
+    def tables(self) -> list[tuple[str, bool, bool]]:
+        """Every table of either side: (name, in the dump, in the live database)."""
+        dump, live = set(self.dump_tables), set(self.live_tables)
+        return [(table, table in dump, table in live) for table in sorted(dump | live)]
+
+    @property
+    def kept_tables(self) -> list[str]:
+        """Live tables the dump does not hold: ``pg_restore --clean`` leaves them as they are."""
+        return sorted(set(self.live_tables) - set(self.dump_tables))
+
+
+def preview_pg_restore(url: str, backups_dir: Path, name: str) -> PgRestorePreview:
+    """The quick look for the confirmation page: the dump's table of contents and the live tables
+    (the full read of the dump runs in the restore)."""
+    path = resolve_backup(backups_dir, name)
+    if path.suffix != DUMP_SUFFIX:
+        raise BackupCheckError(f"{name} is a SQLite backup; the data database is PostgreSQL.")
+    done = subprocess.run(
+        [find_tool("pg_restore"), "--list", str(path)], capture_output=True, text=True, timeout=TOOL_TIMEOUT_SECONDS
+    )
+    if done.returncode != 0:
+        detail = done.stderr.strip().splitlines()
+        raise BackupCheckError(f"The dump cannot be read: {detail[-1] if detail else done.returncode}.")
+    dump_tables, dumped_database = [], None
+    for line in done.stdout.splitlines():
+        if (table := LISTED_TABLE.match(line)) is not None:
+            dump_tables.append(f"{table.group(1)}.{table.group(2)}")
+        elif dumped_database is None and (database := LISTED_DATABASE.match(line)) is not None:
+            dumped_database = database.group(1).strip()
+    return PgRestorePreview(
+        name=name,
+        size=path.stat().st_size,
+        database=without_password(make_url(url)).render_as_string(hide_password=False),
+        dumped_database=dumped_database,
+        dump_tables=sorted(dump_tables),
+        live_tables=live_tables(connection_for(url)),
+    )
+
+
+def live_tables(connection: Connection) -> list[str]:
+    """The live database's tables as schema.table (system schemas left out)."""
+    import psycopg
+
+    try:
+        with psycopg.connect(connection.dsn, password=connection.env.get("PGPASSWORD"), connect_timeout=10) as conn:
+            return sorted(row[0] for row in conn.execute(LIVE_TABLES))
+    except psycopg.Error as exc:
+        raise BackupSourceError(f"The PostgreSQL database could not be reached: {exc}".rstrip() + ".") from exc

@@ -10,10 +10,10 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from app.extensions import get_db
 from app.services import retention
-from app.services.backup_checks import BackupCheckError
 from app.services.backup_tasks import BACKUP_TASK, start_restore_in_background
 from app.services.backups import BackupError, BackupNotFound, list_backups, resolve_backup
 from app.services.catalogue import delete_catalogued
+from app.services.pg_backups import preview_pg_restore
 from app.services.restore import preview_restore
 from app.services.runner import TaskBusy, run_task_now, start_task_in_background
 from app.services.uploads import accept_upload
@@ -189,18 +189,16 @@ def restore(name: str):
 
 
 def _restore_page(name: str, form: RestoreForm, status: int = 200):
-    if current_app.config["DATABASE_PATH"] is None:
-        # The schema comparison reads SQLite files; a dump of PostgreSQL data is restored
-        # through the API or `flask backup restore` (same confirmation, same checks).
-        problem = "This page restores SQLite backups; restore a PostgreSQL dump through the API or the CLI."
-        page = render_template("settings/confirm_restore.html", name=name, form=form, preview=None, problem=problem)
-        return page, 400
+    config = current_app.config
     try:
-        preview = preview_restore(Path(current_app.config["DATABASE_PATH"]), backups_dir(), name)
+        if config["DATABASE_PATH"] is None:  # PostgreSQL data: the dump's tables against the live ones
+            preview = preview_pg_restore(config["DATABASE_URL"], backups_dir(), name)
+        else:
+            preview = preview_restore(Path(config["DATABASE_PATH"]), backups_dir(), name)
         problem = None
     except BackupNotFound:
         abort_backup_not_here(backups_dir(), name)
-    except BackupCheckError as exc:
-        preview, problem, status = None, str(exc), 400
+    except BackupError as exc:  # unreadable, the wrong kind, or the database out of reach
+        preview, problem, status = None, str(exc), exc.status_code
     page = render_template("settings/confirm_restore.html", name=name, form=form, preview=preview, problem=problem)
     return page, status

@@ -5,11 +5,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
+from app.services import runs
 from app.services.backups import BackupError, list_backups
 from app.services.pg_backups import check_dump, connection_for, perform_pg_backup, restore_pg_backup
+from tests.settings.html_tree import parse
 from tests.support.postgres import PostgresCluster
 from tests.support.waiting import wait_for
 
@@ -148,10 +151,57 @@ def test_the_app_backs_up_verifies_and_restores_postgres_data(make_app, postgres
     assert counts(postgres, data_url) == (50_000, 50_000)
     kinds = sorted(entry["kind"] for entry in client.get("/api/v1/settings/backups").json["backups"])
     assert kinds == ["manual", "pre-restore"]
-    # The HTML confirmation compares SQLite schemas: for a dump it says where to restore instead.
-    page = client.get(f"/settings/backups/{name}/restore")
-    assert page.status_code == 400
-    assert b"restore a PostgreSQL dump through the API or the CLI" in page.data
+
+
+def test_the_restore_page_compares_a_dumps_tables_and_restores_it_after_the_typed_name(make_app, postgres, data_url):
+    # With a password in the URL (trust authentication ignores it): the page must not show it.
+    app = make_app(DATABASE_URL=data_url.replace("://postgres@", "://postgres:secret@"))
+    client = app.test_client()
+    name = client.post("/api/v1/settings/backup-db").json["file"]
+    database = data_url.rsplit("/", 1)[1]
+    postgres.psql("DELETE FROM item WHERE id > 10; CREATE TABLE added_since (x int)", database)
+
+    answer = client.get(f"/settings/backups/{name}/restore")
+    assert answer.status_code == 200
+    page = parse(answer.get_data(as_text=True))
+    text = page.find("section", class_="narrow").text
+    assert data_url in text
+    assert "secret" not in answer.get_data(as_text=True)  # the password is never shown
+    assert f"taken of the database {database}" in text
+    rows = [[cell.text for cell in row.find_all(None)[0:3]] for row in page.by_id("restore-tables").find_all("tr")[1:]]
+    assert rows == [
+        ["public.added_since", "No", "Yes"],
+        ["public.counter", "Yes", "Yes"],
+        ["public.item", "Yes", "Yes"],
+    ]
+    assert "public.added_since" in page.by_id("kept-tables").text
+    assert page.find("label", for_="confirm") is not None
+    assert any(button.text == "Restore this backup" for button in page.find_all("button"))
+
+    wrong = client.post(f"/settings/backups/{name}/restore", data={"confirm": "not it"})
+    assert wrong.status_code == 422
+    assert counts(postgres, data_url) == (10, 50_000)  # nothing changed
+
+    started = client.post(f"/settings/backups/{name}/restore", data={"confirm": name})
+    assert started.status_code == 302
+    db = app.extensions["db"]
+    run = wait_for(lambda: (run := runs.recent_runs(db, "backup_db", 1)[0]).status != "running" and run, 60)
+    assert (run.trigger, run.status) == ("restore", "success"), run.error
+    assert counts(postgres, data_url) == (50_000, 50_000)
+    kinds = sorted(entry["kind"] for entry in client.get("/api/v1/settings/backups").json["backups"])
+    assert kinds == ["manual", "pre-restore"]
+
+
+def test_the_restore_page_refuses_a_sqlite_backup_for_postgres_data(make_app, data_url):
+    app = make_app(DATABASE_URL=data_url)
+    folder = Path(app.config["BACKUPS_DIR"])
+    folder.mkdir(parents=True, exist_ok=True)
+    name = "backup-20260101T000000.000000Z-manual.sqlite3"
+    (folder / name).write_bytes(b"SQLite format 3\x00" + bytes(4080))
+    answer = app.test_client().get(f"/settings/backups/{name}/restore")
+    assert answer.status_code == 400
+    assert f"{name} is a SQLite backup; the data database is PostgreSQL." in answer.get_data(as_text=True)
+    assert b"Restore this backup" not in answer.data
 
 
 def test_data_and_state_must_not_be_the_same_postgres_database(make_app, postgres_url):
