@@ -19,7 +19,7 @@ from app.offsite_cli import offsite_cli
 from app.services import runs
 from app.services.backup_tasks import BACKUP_TASK, restore_now
 from app.services.backups import BackupNotFound
-from app.services.catalogue import listed_backups
+from app.services.catalogue import listed_backups, require_here
 from app.services.registry import TASKS, task_named
 from app.services.runner import TaskBusy, run_task_now
 from app.services.schedules import MAX_HOURS, MIN_HOURS, MODES, save_schedule
@@ -83,6 +83,8 @@ def backup_restore(file: str, yes: bool, as_json: bool) -> None:
         if typed.strip() != file:
             raise click.ClickException("The name did not match; nothing was changed.")
     try:
+        # A file in another host's folder: say which host holds it (BackupOnAnotherHost).
+        require_here(get_db(), Path(current_app.config["BACKUPS_DIR"]), file, current_app.config["HOST_NAME"])
         outcome = restore_now(current_app.config, get_db(), file)
     except BackupNotFound as exc:
         raise click.ClickException(str(exc)) from None

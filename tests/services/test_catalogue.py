@@ -84,6 +84,8 @@ def test_another_hosts_backup_answers_404_naming_its_host_everywhere(two_hosts):
         assert page.status_code == 404
         assert ON_A in page.get_data(as_text=True)
     assert client.post(f"/settings/backups/{name}/delete").status_code == 404
+    cli = b.test_cli_runner().invoke(args=["backup", "restore", name, "--yes"])
+    assert cli.exit_code == 1 and ON_A in cli.output
 
     assert (Path(a.config["BACKUPS_DIR"]) / name).is_file()  # B changed nothing
     assert [entry["file"] for entry in a.test_client().get(API).json["backups"]] == [name]
