@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import sqlite3
+from pathlib import Path
 
 from flask import Blueprint, Flask, current_app, jsonify
 from sqlalchemy import text
 
 from app.extensions import get_db
+from app.services import offsite_targets
 from app.services.backup_tasks import BACKUP_TASK
+from app.services.catalogue import unshared_folder_warning
 from app.services.registry import TASKS
 from app.services.sqlite_info import wal_reset_bug_fixed, wal_reset_warning
 from app.services.status import scheduler_health, task_health
@@ -58,6 +61,11 @@ def healthz():
         problems += state.problems(saved_at)
         body["warnings"] += state.warnings()
     body["tasks"] = tasks
+    unshared = unshared_folder_warning(
+        db, Path(config["BACKUPS_DIR"]), config["HOST_NAME"], bool(offsite_targets.enabled_targets(db))
+    )
+    if unshared:
+        body["warnings"].append(unshared)
     body["backup"] = {key: tasks[BACKUP_TASK][key] for key in ("schedule", "last_success_age_seconds")}
     active = any(entry["schedule"]["mode"] != "disabled" for entry in tasks.values())
     if active and health.enabled and not health.running:

@@ -200,3 +200,17 @@ def delete_catalogued(db: Database, backups_dir: Path, name: str, host: str) -> 
     require_here(db, backups_dir, name, host)
     delete_backup(backups_dir, name)
     forget_backup(db, name)
+
+
+def unshared_folder_warning(db: Database, backups_dir: Path, host: str, has_offsite: bool) -> str | None:
+    """Several hosts: a warning when backups live only in one host's own folder and no
+    off-site target keeps a copy, since a dead host takes its backups with it (DESIGN section 9)."""
+    if not db.shared or has_offsite:
+        return None
+    elsewhere = sorted({entry.host for entry in listed_backups(db, backups_dir, host) if entry.host and not entry.here})
+    if not elsewhere:
+        return None
+    return (
+        f"Backups made on {', '.join(elsewhere)} are not in this host's BACKUPS_DIR, and no off-site target is "
+        "enabled: share the backup folder between hosts or add an off-site target."
+    )

@@ -170,3 +170,23 @@ def test_an_old_state_database_gains_the_backup_host_column(tmp_path):
     assert "host" in {column["name"] for column in inspect(db.engine).get_columns("backup_record")}
     assert catalogue.host_holding(db, tmp_path, "backup-20260101T000000.000000Z-manual.sqlite3", "here") is None
     db.dispose()
+
+
+@pytest.mark.xdist_group("postgres")
+def test_healthz_warns_when_backups_live_only_in_one_hosts_folder_without_an_off_site_target(two_hosts):
+    a, b = two_hosts("host-a"), two_hosts("host-b")
+    make_backup(a)
+    warnings = b.test_client().get("/healthz").json["warnings"]
+    assert any(text.startswith("Backups made on host-a are not in this host's BACKUPS_DIR") for text in warnings)
+    # An enabled off-site target keeps a copy elsewhere: no warning then.
+    target = {
+        "name": "remote",
+        "endpoint": "http://127.0.0.1:9000",
+        "bucket": "backups",
+        "access_key": "AKIAIOSFODNN7EXAMPLE",
+        "secret_key": "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+        "recipient": "age1qwzeq24g0m5d2rgsv592qzlklszf9wkzmhrxvcde7dkmul9r4swsxxqh7c",
+    }
+    assert b.test_client().post("/api/v1/settings/offsite", json=target).status_code == 201
+    warnings = b.test_client().get("/healthz").json["warnings"]
+    assert not any("BACKUPS_DIR" in text for text in warnings)
