@@ -132,6 +132,9 @@ def _postgres_engine(url: str) -> Engine:
         pool_size=5,
         max_overflow=10,
         connect_args={
+            # No server-side prepared statements: in PgBouncer's transaction mode the next
+            # transaction may run on another server connection, where they do not exist.
+            "prepare_threshold": None,
             "connect_timeout": 10,
             "keepalives": 1,
             "keepalives_idle": 10,

@@ -348,6 +348,8 @@ def upload_backup(
         _check_read_back(head, sealed.sealed_size, sealed.plain_sha256, sealed.sealed_sha256)
         _catalogue(db, target, key, backup_path.name, sealed, run_id)
     except Exception as exc:
+        if isinstance(exc, TaskError) and not isinstance(exc, OffsiteError):
+            raise  # the run itself must stop (its lease lapsed): not this target's failure
         if watch is not None and watch.tripped:  # however the libraries wrapped our exception
             log.info("off-site upload of %s to %r cancelled for a restore", backup_path.name, target.name)
             return UploadOutcome(target.name, False, CANCELLED, key)

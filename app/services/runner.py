@@ -121,6 +121,12 @@ class LeasedLock:
     def __init__(self, lock: FileLock, db: Database, run_id: int, seconds: float) -> None:
         self._lock = lock
         self._stop = threading.Event()
+        # Set when this run may no longer count on its lease: the run stops at its next
+        # progress report, before another host can close it (they wait the lease plus
+        # ``runs.LEASE_GRACE_SECONDS``), so no two hosts carry the task at once.
+        self.lost = threading.Event()
+        self._seconds = seconds
+        self._renewed = time.monotonic()
         self._thread = threading.Thread(
             target=self._renew, args=(db, run_id, seconds), name=f"lease-{run_id}", daemon=True
         )
@@ -130,12 +136,21 @@ class LeasedLock:
     def held(self) -> bool:
         return self._lock.held
 
+    def lapsed(self) -> bool:
+        """Whether the lease is lost, or may have passed by this process's own clock."""
+        if not self.lost.is_set() and time.monotonic() - self._renewed >= self._seconds:
+            self.lost.set()
+        return self.lost.is_set()
+
     def _renew(self, db: Database, run_id: int, seconds: float) -> None:
         while not self._stop.wait(seconds / 3):
+            started = time.monotonic()
             try:
                 if not runs.renew_lease(db, run_id, seconds) and not self._stop.is_set():
                     log.error("run %d was closed by another process (its lease had passed)", run_id)
+                    self.lost.set()
                     return
+                self._renewed = started  # the lease runs from before the renewal was asked
             except Exception as exc:  # the database is unreachable: keep trying while the lease lasts
                 log.warning("run %d: lease not renewed (%s)", run_id, exc)
 
@@ -190,7 +205,8 @@ def complete_task(
     """
     task = TASKS[run.task]
     try:
-        context = TaskContext(config, db, run.trigger, _progress_writer(db, run.id), run.id)
+        lapsed = lock.lapsed if isinstance(lock, LeasedLock) else None
+        context = TaskContext(config, db, run.trigger, _progress_writer(db, run.id, lapsed), run.id)
         try:
             result = (body or task.body)(context)
         except TaskError as exc:
@@ -247,11 +263,23 @@ def finish_in_background(config: Mapping, db: Database, run: JobRun, lock: FileL
     worker.start()
 
 
-def _progress_writer(db: Database, run_id: int) -> Callable[[str, int | None], None]:
-    """A progress callback that writes at most twice a second, and on every phase change."""
+LEASE_LOST = (
+    "This run stopped: it could not renew its lease in the state database for SCHEDULER_LEASE_SECONDS, "
+    "so another host may take the task over."
+)
+
+
+def _progress_writer(
+    db: Database, run_id: int, lapsed: Callable[[], bool] | None = None
+) -> Callable[[str, int | None], None]:
+    """A progress callback that writes at most twice a second, and on every phase change.
+
+    With a lease (several hosts), a run whose lease lapsed stops here, at its next report."""
     last = {"phase": None, "at": 0.0}
 
     def report(phase: str, percent: int | None) -> None:
+        if lapsed is not None and lapsed():
+            raise TaskError(LEASE_LOST)
         now = time.monotonic()
         if phase == last["phase"] and now - last["at"] < PROGRESS_INTERVAL_SECONDS:
             return

@@ -86,6 +86,9 @@ def database_now(db: Database, session) -> datetime:
     return session.scalar(select(func.now()))
 
 
+LEASE_GRACE_SECONDS = 5.0
+
+
 def renew_lease(db: Database, run_id: int, lease_seconds: float) -> bool:
     """Push a running run's lease forward; False when the run is no longer running (closed by someone)."""
     with db.writer() as session:
@@ -110,6 +113,10 @@ def finish_run(db: Database, run_id: int, status: str, error: str | None = None,
         raise ValueError(f"status must be one of {FINISHED}")
     with db.writer() as session:
         run = session.get(JobRun, run_id)
+        if run.status != "running":
+            # Another process closed it (its lease had passed): that record stands; say how it ended.
+            run.detail = f"{run.detail + ' ' if run.detail else ''}It went on after being closed and ended: {status}."
+            return run
         run.status = status
         run.error = error
         run.finished_at = utcnow()
@@ -186,7 +193,9 @@ def close_dead_runs(db: Database, task: str, message: str) -> list[JobRun]:
     with db.writer() as session:
         now = database_now(db, session)
         for run in session.scalars(select(JobRun).where(JobRun.task == task, JobRun.status == "running")):
-            expired = run.lease_until is not None and run.lease_until <= now
+            # The run itself stops once its lease may have passed (runner.LeasedLock); others wait
+            # a grace longer, so the two never overlap.
+            expired = run.lease_until is not None and run.lease_until + timedelta(seconds=LEASE_GRACE_SECONDS) <= now
             gone_here = run.host == this_host() and not _pid_alive(run.pid)
             if not (expired or gone_here):
                 continue

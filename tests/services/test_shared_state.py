@@ -13,7 +13,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import inspect, update
+from sqlalchemy import inspect, text, update
 
 from app.db import Database
 from app.models import JobRun, LeaderLease
@@ -101,7 +101,8 @@ def test_a_task_has_at_most_one_running_run(state_db):
     assert runs.start_run(state_db, "verify_backups", "manual") is not None
 
 
-def test_a_run_whose_lease_passed_is_closed_by_whoever_notices(postgres_url):
+def test_a_run_whose_lease_passed_is_closed_by_whoever_notices(postgres_url, monkeypatch):
+    monkeypatch.setattr(runs, "LEASE_GRACE_SECONDS", 0.05)  # the grace is tested on its own below
     db = Database(postgres_url)
     db.create_tables()
     run = runs.start_run(db, "backup_db", "manual", lease_seconds=60)
@@ -197,3 +198,68 @@ def test_a_leader_whose_row_was_taken_cannot_renew_even_within_its_own_clock(pos
         session.execute(update(LeaderLease).values(lease_until=datetime.now(UTC) - timedelta(seconds=1)))
     assert second.try_acquire()
     assert not first.renew()
+
+
+def test_others_wait_a_grace_past_the_lease_before_closing_a_run(postgres_url):
+    db = Database(postgres_url)
+    db.create_tables()
+    run = runs.start_run(db, "backup_db", "manual", lease_seconds=60)
+    with db.writer() as session:
+        session.execute(update(JobRun).where(JobRun.id == run.id).values(host="elsewhere", pid=1))
+    assert runs.renew_lease(db, run.id, 0.2)
+    time.sleep(0.5)  # the lease has passed, the grace has not: the run stops itself first
+    assert runs.close_dead_runs(db, "backup_db", "gone") == []
+
+
+def test_a_closed_run_that_ends_later_keeps_its_closed_record(postgres_url, monkeypatch):
+    monkeypatch.setattr(runs, "LEASE_GRACE_SECONDS", 0.05)
+    db = Database(postgres_url)
+    db.create_tables()
+    run = runs.start_run(db, "backup_db", "manual", lease_seconds=60)
+    with db.writer() as session:
+        session.execute(update(JobRun).where(JobRun.id == run.id).values(host="elsewhere", pid=1))
+    runs.renew_lease(db, run.id, 0.1)
+    time.sleep(0.3)
+    assert [closed.id for closed in runs.close_dead_runs(db, "backup_db", "gone")] == [run.id]
+    runs.finish_run(db, run.id, "success", file="late.sqlite3")
+    record = runs.get_run(db, run.id)
+    assert (record.status, record.error, record.file) == ("interrupted", "gone", None)
+    assert record.detail == "It went on after being closed and ended: success."
+
+
+def test_a_run_that_loses_its_lease_stops_at_its_next_progress_report(make_app, postgres_url):
+    from app.services.errors import TaskError
+    from app.services.runner import LEASE_LOST
+
+    app = make_app(STATE_DATABASE_URL=postgres_url, SCHEDULER_LEASE_SECONDS="1")
+    db = app.extensions["db"]
+    run, lock = claim_task(app.config, db, "verify_backups", "manual")
+    with db.writer() as session:  # another host closed it (its lease had passed there)
+        session.execute(update(JobRun).where(JobRun.id == run.id).values(status="interrupted", error="gone"))
+    seen = []
+
+    def body(ctx):
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                ctx.report("working", None)
+            except TaskError as exc:
+                seen.append(str(exc))
+                raise
+            time.sleep(0.05)
+        return {"detail": "never stopped"}
+
+    started = time.monotonic()
+    outcome = complete_task(app.config, db, run, lock, body=body)
+    assert seen == [LEASE_LOST] and time.monotonic() - started < 3
+    assert outcome.error is not None
+    assert runs.get_run(db, run.id).status == "interrupted"  # the other host's record stands
+
+
+def test_no_server_side_prepared_statements_for_pgbouncer_transaction_mode(postgres_url):
+    db = Database(postgres_url)
+    db.create_tables()
+    with db.engine.connect() as connection:  # psycopg prepares a statement run 5 times unless told not to
+        for _ in range(8):
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": 42})
+        assert connection.execute(text("SELECT count(*) FROM pg_prepared_statements")).scalar() == 0
