@@ -228,8 +228,18 @@ def _database(url: str, name: str, example: str) -> tuple[str, Path | None]:
     except ConfigError:
         raise ConfigError(
             f"{name} must be a SQLite file (sqlite:////var/lib/app/{example}) or a PostgreSQL database through "
-            f"psycopg 3 ({POSTGRES_DRIVER}://user:password@host:5432/database) (got {url!r})."
+            f"psycopg 3 ({POSTGRES_DRIVER}://user:password@host:5432/database) (got {_shown(url)!r})."
         ) from None
+
+
+def _shown(url: str) -> str:
+    """A database URL as messages may show it: never its password (start-up errors reach logs)."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return "<not a URL>"
+    query = {key: ("***" if key == "password" else value) for key, value in parsed.query.items()}
+    return parsed.set(query=query).render_as_string(hide_password=True)
 
 
 def _sqlite_path(url: str, name: str) -> Path:
@@ -237,12 +247,12 @@ def _sqlite_path(url: str, name: str) -> Path:
         parsed = make_url(url)
     except ArgumentError as exc:
         raise ConfigError(
-            f"{name} must be a URL to a SQLite file, e.g. sqlite:////var/lib/app/app.db (got {url!r}: {exc})."
+            f"{name} must be a URL to a SQLite file, e.g. sqlite:////var/lib/app/app.db (got {_shown(url)!r}: {exc})."
         ) from None
     if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
         raise ConfigError(
             f"{name} must point to a SQLite file, e.g. sqlite:////var/lib/app/app.db "
-            f"(got {url!r}); this app keeps its data and its state in SQLite files."
+            f"(got {_shown(url)!r}); this app keeps its data and its state in SQLite files."
         )
     return Path(parsed.database).resolve()
 

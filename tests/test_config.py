@@ -164,3 +164,19 @@ def test_scheduler_timings_default_to_one_and_three_seconds_and_can_be_shortened
     env = {**BASE_ENV, "SECRET_KEY": "k", "SCHEDULER_TICK_SECONDS": "0.25", "SCHEDULER_FOLLOWER_RETRY_SECONDS": "0.5"}
     short = load_settings(env, tmp_path).as_flask_config()
     assert (short["SCHEDULER_TICK_SECONDS"], short["SCHEDULER_FOLLOWER_RETRY_SECONDS"]) == (0.25, 0.5)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://app:S3cretPw@db:5432/app",
+        "postgres://app:S3cretPw@db:5432/app",
+        "postgresql+psycopg2://app:S3cretPw@db:5432/app",
+        "postgresql+psycopg://app@db/app?password=S3cretPw&sslmode=require",
+        "mysql://app:S3cretPw@db/app",
+    ],
+)
+def test_a_refused_database_url_is_shown_without_its_password(tmp_path, url):
+    with pytest.raises(ConfigError) as refused:
+        load_settings({"DATABASE_URL": url, "STATE_DATABASE_URL": url}, tmp_path)
+    assert "S3cretPw" not in str(refused.value)

@@ -71,9 +71,12 @@ def connection_for(url: str) -> Connection:
     """libpq settings for a SQLAlchemy URL; the password goes in PGPASSWORD, never on a command line."""
     parsed = make_url(url)
     env = {**os.environ}
-    if parsed.password:
-        env["PGPASSWORD"] = str(parsed.password)
-    dsn = without_password(parsed.set(drivername="postgresql")).render_as_string(hide_password=False)
+    query = dict(parsed.query)
+    password = parsed.password or query.pop("password", None)  # ?password=... is a password too
+    if password:
+        env["PGPASSWORD"] = str(password)
+    parsed = parsed.set(drivername="postgresql", query=query)
+    dsn = without_password(parsed).render_as_string(hide_password=False)
     return Connection(dsn, env)
 
 
@@ -215,6 +218,9 @@ def restore_pg_backup(url: str, backups_dir: Path, name: str, report=None) -> Pg
     safety = perform_pg_backup(url, backups_dir, kind="pre-restore")
     report("restoring", None)
     connection = connection_for(url)
+    # A session holding a lock on a table would make DROP wait (and every reader behind it):
+    # give up after 30 s, in one transaction, so nothing is changed.
+    env = {**connection.env, "PGOPTIONS": f"{connection.env.get('PGOPTIONS', '')} -c lock_timeout=30s".strip()}
     pg_restore = find_tool("pg_restore")
     _run(
         [
@@ -228,7 +234,7 @@ def restore_pg_backup(url: str, backups_dir: Path, name: str, report=None) -> Pg
             connection.dsn,
             str(path),
         ],
-        connection.env,
+        env,
         f"Restoring {name} (nothing was changed)",
     )
     log.info("restored %s; safety dump %s", name, safety.name)

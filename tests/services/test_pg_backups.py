@@ -209,3 +209,11 @@ def test_data_and_state_must_not_be_the_same_postgres_database(make_app, postgre
 
     with pytest.raises(ConfigError, match="another file \\(or database\\)"):
         make_app(DATABASE_URL=postgres_url, STATE_DATABASE_URL=postgres_url)
+
+
+def test_a_password_given_as_a_query_parameter_never_reaches_a_command_line():
+    from app.services.pg_backups import connection_for
+
+    connection = connection_for("postgresql+psycopg://app@db:5432/app?password=S3cretPw&sslmode=require")
+    assert "S3cretPw" not in connection.dsn and "sslmode=require" in connection.dsn
+    assert connection.env["PGPASSWORD"] == "S3cretPw"
