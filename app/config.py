@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import re
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -112,6 +113,14 @@ def load_settings(env: dict[str, str], default_instance_path: Path) -> Settings:
             "survive a restore of the data."
         )
     backups_dir = Path(env.get("BACKUPS_DIR") or instance_path / "backups").resolve()
+    tick = _seconds(env, "SCHEDULER_TICK_SECONDS", default=1.0, low=0.05, high=60)
+    lease = _seconds(env, "SCHEDULER_LEASE_SECONDS", default=10.0, low=1, high=600)
+    if lease < 3 * tick:
+        # The leader renews once a tick: a lease shorter than three ticks lapses between
+        # renewals, and leadership would flap at every tick.
+        raise ConfigError(
+            f"SCHEDULER_LEASE_SECONDS ({lease:g}) must be at least three times SCHEDULER_TICK_SECONDS ({tick:g})."
+        )
     return Settings(
         instance_path=instance_path,
         database_url=database_url,
@@ -237,7 +246,9 @@ def _shown(url: str) -> str:
     try:
         parsed = make_url(url)
     except ArgumentError:
-        return "<not a URL>"
+        return re.sub(r"//[^/@]*@", "//***@", url)
+    if parsed.password is None and "password" not in parsed.query:
+        return url
     query = {key: ("***" if key == "password" else value) for key, value in parsed.query.items()}
     return parsed.set(query=query).render_as_string(hide_password=True)
 

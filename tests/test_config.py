@@ -180,3 +180,9 @@ def test_a_refused_database_url_is_shown_without_its_password(tmp_path, url):
     with pytest.raises(ConfigError) as refused:
         load_settings({"DATABASE_URL": url, "STATE_DATABASE_URL": url}, tmp_path)
     assert "S3cretPw" not in str(refused.value)
+
+
+def test_a_lease_shorter_than_three_ticks_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match=r"SCHEDULER_LEASE_SECONDS \(2\) must be at least three times"):
+        load_settings({"SCHEDULER_LEASE_SECONDS": "2", "SCHEDULER_TICK_SECONDS": "1"}, tmp_path)
+    assert load_settings({"SCHEDULER_LEASE_SECONDS": "3", "SCHEDULER_TICK_SECONDS": "1"}, tmp_path)

@@ -162,7 +162,7 @@ def test_a_scheduled_claim_of_a_taken_fire_time_does_nothing(pg_app):
 
 
 def test_a_running_run_renews_its_lease(make_app, postgres_url):
-    app = make_app(STATE_DATABASE_URL=postgres_url, SCHEDULER_LEASE_SECONDS="1")
+    app = make_app(STATE_DATABASE_URL=postgres_url, SCHEDULER_LEASE_SECONDS="1", SCHEDULER_TICK_SECONDS="0.25")
     db = app.extensions["db"]
     run, lock = claim_task(app.config, db, "backup_db", "manual")
     try:
@@ -231,7 +231,7 @@ def test_a_run_that_loses_its_lease_stops_at_its_next_progress_report(make_app, 
     from app.services.errors import TaskError
     from app.services.runner import LEASE_LOST
 
-    app = make_app(STATE_DATABASE_URL=postgres_url, SCHEDULER_LEASE_SECONDS="1")
+    app = make_app(STATE_DATABASE_URL=postgres_url, SCHEDULER_LEASE_SECONDS="1", SCHEDULER_TICK_SECONDS="0.25")
     db = app.extensions["db"]
     run, lock = claim_task(app.config, db, "verify_backups", "manual")
     with db.writer() as session:  # another host closed it (its lease had passed there)
