@@ -192,7 +192,25 @@ def _add_missing_indexes(engine: Engine, metadata) -> None:
             try:
                 index.create(engine, checkfirst=True)
             except (IntegrityError, OperationalError) as exc:
+                if index.name == "uq_job_run_fire_time" and _keep_first_run_per_fire_time(engine):
+                    index.create(engine, checkfirst=True)
+                    continue
                 log.warning("index %s not created: %s", index.name, exc.orig)
+
+
+def _keep_first_run_per_fire_time(engine: Engine) -> bool:
+    """Stage 1 could record two rows for one fire time (a claim that failed, then a "missed"
+    row). Keep the fire time on the first and clear it on the others (they stay in the
+    history), so the index that makes scheduled runs exactly-once can exist."""
+    with engine.begin() as connection:
+        cleared = connection.execute(
+            text(
+                "UPDATE job_run SET scheduled_for = NULL WHERE scheduled_for IS NOT NULL AND id NOT IN "
+                "(SELECT MIN(id) FROM job_run WHERE scheduled_for IS NOT NULL GROUP BY task, scheduled_for)"
+            )
+        ).rowcount
+    log.warning("job_run: %d older row(s) shared a fire time with another; their fire time was cleared", cleared)
+    return cleared > 0
 
 
 def _configure_connection(dbapi_connection, _record) -> None:

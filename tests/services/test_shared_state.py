@@ -263,3 +263,25 @@ def test_no_server_side_prepared_statements_for_pgbouncer_transaction_mode(postg
         for _ in range(8):
             connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": 42})
         assert connection.execute(text("SELECT count(*) FROM pg_prepared_statements")).scalar() == 0
+
+
+def test_stage_one_rows_sharing_a_fire_time_do_not_keep_the_exactly_once_index_out(tmp_path):
+    path = tmp_path / "state.db"
+    with sqlite3.connect(path) as conn:  # stage 1: a claim that failed, then a "missed" row, same fire time
+        conn.execute(
+            "CREATE TABLE job_run (id INTEGER PRIMARY KEY, task VARCHAR(64), trigger VARCHAR(16), status VARCHAR(16),"
+            " scheduled_for DATETIME, started_at DATETIME, finished_at DATETIME, pid INTEGER, phase VARCHAR(32),"
+            " progress INTEGER, error TEXT, file VARCHAR(255), size INTEGER, sha256 VARCHAR(64), detail TEXT)"
+        )
+        for status in ("interrupted", "missed"):
+            conn.execute(
+                "INSERT INTO job_run (task, trigger, status, scheduled_for, started_at)"
+                " VALUES ('backup_db', 'scheduled', ?, '2026-01-01 03:00:00.000000', '2026-01-01')",
+                (status,),
+            )
+    db = Database(f"sqlite:///{path}", path)
+    db.create_tables()
+    assert "uq_job_run_fire_time" in schema(db)["job_run"][1]
+    history = [(run.status, run.scheduled_for is None) for run in runs.recent_runs(db, "backup_db")]
+    assert history == [("missed", True), ("interrupted", False)]  # both kept, one fire time
+    assert runs.start_run(db, "backup_db", "scheduled", FIRE_TIME) is not None  # scheduled runs work
