@@ -86,6 +86,15 @@ def database_now(db: Database, session) -> datetime:
     return session.scalar(select(func.now()))
 
 
+def clock(db: Database) -> datetime:
+    """Now by the clock every host shares: the database's on PostgreSQL (hosts' clocks may
+    drift), this host's on SQLite (one host)."""
+    if db.is_sqlite:
+        return utcnow()
+    with db.session() as session:
+        return database_now(db, session)
+
+
 LEASE_GRACE_SECONDS = 5.0
 
 
@@ -229,7 +238,7 @@ def latest_run(db: Database, task: str, status: str | None = None, backups_only:
         return session.scalars(query.order_by(JobRun.id.desc()).limit(1)).first()
 
 
-def is_alive(run: JobRun) -> bool:
+def is_alive(run: JobRun, now: datetime | None = None) -> bool:
     """Whether a "running" run is still carried on (a crash leaves a stale row).
 
     A run with a lease (several hosts) lives while its lease does, unless it ran in this
@@ -238,7 +247,7 @@ def is_alive(run: JobRun) -> bool:
     if run.lease_until is not None:
         if run.host == this_host() and not _pid_alive(run.pid):
             return False
-        return run.lease_until > utcnow()
+        return run.lease_until > (now or utcnow())  # ``now``: the database's clock (runs.clock)
     return _pid_alive(run.pid)
 
 

@@ -232,6 +232,7 @@ class SchedulerService:
             return
         self._last_heartbeat = now.timestamp()
         with self.db.writer() as session:
+            now = runs.database_now(self.db, session)  # several hosts compare it: the shared clock
             state = session.get(SchedulerState, 1)
             if state is None or state.leader_pid != os.getpid() or state.started_at != self.leader_started_at:
                 session.merge(

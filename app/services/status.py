@@ -90,7 +90,7 @@ def task_status(config: Mapping, db: Database, task_id: str) -> TaskStatus:
     else:
         next_run = read_next_run(db, task_id)
     running = runs.latest_run(db, task_id, status="running")
-    if running is not None and not runs.is_alive(running):
+    if running is not None and not runs.is_alive(running, runs.clock(db) if running.lease_until else None):
         running = None
     return TaskStatus(
         task=task_id,
@@ -235,7 +235,7 @@ def read_leader_state(db: Database) -> tuple[SchedulerState | None, float | None
         state = session.get(SchedulerState, 1)
     if state is None:
         return None, None
-    return state, (utcnow() - state.heartbeat_at).total_seconds()
+    return state, (runs.clock(db) - state.heartbeat_at).total_seconds()  # written by the database's clock too
 
 
 def heartbeat_is_fresh(age: float | None) -> bool:

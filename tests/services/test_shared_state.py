@@ -285,3 +285,21 @@ def test_stage_one_rows_sharing_a_fire_time_do_not_keep_the_exactly_once_index_o
     history = [(run.status, run.scheduled_for is None) for run in runs.recent_runs(db, "backup_db")]
     assert history == [("missed", True), ("interrupted", False)]  # both kept, one fire time
     assert runs.start_run(db, "backup_db", "scheduled", FIRE_TIME) is not None  # scheduled runs work
+
+
+def test_a_host_whose_clock_runs_ahead_still_sees_a_fresh_heartbeat(postgres_url, monkeypatch):
+    """Hosts' clocks may drift: the heartbeat is written and judged by the database's clock.
+    The host clock is the one stand-in here (20 s ahead), as the real one cannot be moved."""
+    from app.models import SchedulerState, utcnow
+    from app.services import status
+
+    db = Database(postgres_url)
+    db.create_tables()
+    with db.writer() as session:
+        now = runs.database_now(db, session)
+        session.add(SchedulerState(id=1, leader_pid=1, leader_host="h", started_at=now, heartbeat_at=now))
+    ahead = lambda: utcnow() + timedelta(seconds=20)  # noqa: E731
+    monkeypatch.setattr(status, "utcnow", ahead)
+    monkeypatch.setattr(runs, "utcnow", ahead)
+    _state, age = status.read_leader_state(db)
+    assert age is not None and age < status.STALE_AFTER_SECONDS
