@@ -48,12 +48,14 @@ DUMP_SUFFIX = ".dump"
 # Debian installs each major version's tools here; a pg_dump on the PATH comes first.
 DEBIAN_BIN_DIRS = "/usr/lib/postgresql"
 VERSION = re.compile(r"\(PostgreSQL\) (\d+)(?:\.(\d+))?")
-# A table in ``pg_restore --list``: "215; 1259 16386 TABLE public item owner" (not "TABLE DATA").
-LISTED_TABLE = re.compile(r"^\d+; \d+ \d+ TABLE (?!DATA )(\S+) (.+) \S+$")
+# A table or view in ``pg_restore --list``: "215; 1259 16386 TABLE public item owner" (not
+# "TABLE DATA"). Names are not quoted there, so "a b" may be a schema or a name: the tail is
+# matched against the live database's names first (``_dump_names``).
+LISTED_RELATION = re.compile(r"^\d+; \d+ \d+ (TABLE|VIEW|MATERIALIZED VIEW) (?!DATA )(.+)$")
 LISTED_DATABASE = re.compile(r"^;\s+dbname: (.+)$")
-LIVE_TABLES = """
-    SELECT n.nspname || '.' || c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-    WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+LIVE_RELATIONS = """
+    SELECT n.nspname, c.relname, c.relkind IN ('v', 'm') FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE c.relkind IN ('r', 'p', 'v', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
       AND n.nspname NOT LIKE 'pg\\_%'
 """
 TOOL_TIMEOUT_SECONDS = 6 * 3600
@@ -251,6 +253,14 @@ class PgRestorePreview:
     dumped_database: str | None  # the database the dump was taken of, as the dump says
     dump_tables: list[str]  # schema.table
     live_tables: list[str]
+    # Live views the dump does not hold: one that depends on a replaced table makes the
+    # restore fail (in one transaction: nothing changes), so the page names them.
+    live_views: list[str] = ()
+    dump_views: list[str] = ()
+
+    @property
+    def kept_views(self) -> list[str]:
+        return sorted(set(self.live_views) - set(self.dump_views))
 
     @property
     def tables(self) -> list[tuple[str, bool, bool]]:
@@ -276,28 +286,55 @@ def preview_pg_restore(url: str, backups_dir: Path, name: str) -> PgRestorePrevi
     if done.returncode != 0:
         detail = done.stderr.strip().splitlines()
         raise BackupCheckError(f"The dump cannot be read: {detail[-1] if detail else done.returncode}.")
-    dump_tables, dumped_database = [], None
+    listed, dumped_database = [], None
     for line in done.stdout.splitlines():
-        if (table := LISTED_TABLE.match(line)) is not None:
-            dump_tables.append(f"{table.group(1)}.{table.group(2)}")
+        if (relation := LISTED_RELATION.match(line)) is not None:
+            listed.append((relation.group(1) != "TABLE", relation.group(2)))
         elif dumped_database is None and (database := LISTED_DATABASE.match(line)) is not None:
             dumped_database = database.group(1).strip()
+    live = live_relations(connection_for(url))
+    dump_tables = _dump_names([tail for is_view, tail in listed if not is_view], live)
+    dump_views = _dump_names([tail for is_view, tail in listed if is_view], live)
     return PgRestorePreview(
         name=name,
         size=path.stat().st_size,
-        database=without_password(make_url(url)).render_as_string(hide_password=False),
+        database=shown_url(url),
         dumped_database=dumped_database,
         dump_tables=sorted(dump_tables),
-        live_tables=live_tables(connection_for(url)),
+        live_tables=sorted(f"{schema}.{table}" for schema, table, is_view in live if not is_view),
+        live_views=sorted(f"{schema}.{table}" for schema, table, is_view in live if is_view),
+        dump_views=sorted(dump_views),
     )
 
 
-def live_tables(connection: Connection) -> list[str]:
-    """The live database's tables as schema.table (system schemas left out)."""
+def shown_url(url: str) -> str:
+    """A database URL for pages: no password, also not as a ``?password=`` parameter."""
+    parsed = make_url(url)
+    query = {key: value for key, value in parsed.query.items() if key != "password"}
+    return without_password(parsed.set(query=query)).render_as_string(hide_password=False)
+
+
+def _dump_names(tails: list[str], live: list[tuple[str, str, bool]]) -> list[str]:
+    """``schema.name`` for each "<schema> <name> <owner>" tail of the dump's list: a live
+    relation whose schema and name start the tail is that one (names may hold spaces);
+    otherwise the first word is the schema and the last the owner."""
+    known = sorted(((schema, name) for schema, name, _view in live), key=lambda pair: -len(pair[0] + pair[1]))
+    names = []
+    for tail in tails:
+        match = next((f"{schema}.{name}" for schema, name in known if tail.startswith(f"{schema} {name} ")), None)
+        if match is None:
+            schema, _, rest = tail.partition(" ")
+            match = f"{schema}.{rest.rsplit(' ', 1)[0]}"
+        names.append(match)
+    return names
+
+
+def live_relations(connection: Connection) -> list[tuple[str, str, bool]]:
+    """The live database's tables and views: (schema, name, is a view), system schemas left out."""
     import psycopg
 
     try:
         with psycopg.connect(connection.dsn, password=connection.env.get("PGPASSWORD"), connect_timeout=10) as conn:
-            return sorted(row[0] for row in conn.execute(LIVE_TABLES))
+            return sorted((row[0], row[1], bool(row[2])) for row in conn.execute(LIVE_RELATIONS))
     except psycopg.Error as exc:
         raise BackupSourceError(f"The PostgreSQL database could not be reached: {exc}".rstrip() + ".") from exc

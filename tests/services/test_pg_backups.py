@@ -217,3 +217,16 @@ def test_a_password_given_as_a_query_parameter_never_reaches_a_command_line():
     connection = connection_for("postgresql+psycopg://app@db:5432/app?password=S3cretPw&sslmode=require")
     assert "S3cretPw" not in connection.dsn and "sslmode=require" in connection.dsn
     assert connection.env["PGPASSWORD"] == "S3cretPw"
+
+
+def test_the_preview_reads_names_with_spaces_and_names_live_views_the_dump_lacks(postgres, data_url, tmp_path):
+    from app.services.pg_backups import preview_pg_restore
+
+    name = data_url.rsplit("/", 1)[1]
+    postgres.psql('CREATE SCHEMA "My S"; CREATE TABLE "My S"."a b" (x int);', database=name)
+    backup = perform_pg_backup(data_url, tmp_path / "backups")
+    postgres.psql("CREATE VIEW item_view AS SELECT id FROM item;", database=name)
+    preview = preview_pg_restore(data_url + "?password=S3cretPw", tmp_path / "backups", backup.name)
+    assert "My S.a b" in preview.dump_tables and preview.kept_tables == []
+    assert preview.kept_views == ["public.item_view"]
+    assert "S3cretPw" not in preview.database
