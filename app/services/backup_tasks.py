@@ -81,11 +81,13 @@ def _restore_body(name: str) -> Callable[[TaskContext], dict]:
 
 def _restore_pg(ctx: TaskContext, name: str) -> dict:
     backups_dir = Path(ctx.config["BACKUPS_DIR"])
-    result = restore_pg_backup(ctx.config["DATABASE_URL"], backups_dir, name, report=ctx.report)
-    safety = result.safety
     host = ctx.config["HOST_NAME"]
-    catalogue.record_backup(ctx.db, safety.name, safety.kind, safety.size, safety.sha256, safety.created_at, host)
-    detail = f"Safety backup of the previous data: {safety.name}"
+
+    def record(safety) -> None:  # catalogued before pg_restore runs: kept and listed even if it fails
+        catalogue.record_backup(ctx.db, safety.name, safety.kind, safety.size, safety.sha256, safety.created_at, host)
+
+    result = restore_pg_backup(ctx.config["DATABASE_URL"], backups_dir, name, report=ctx.report, on_safety=record)
+    detail = f"Safety backup of the previous data: {result.safety.name}"
     return {"file": result.name, "size": result.size, "sha256": result.sha256, "detail": detail, "restore": result}
 
 

@@ -207,8 +207,11 @@ class PgRestoreResult:
     safety: BackupResult
 
 
-def restore_pg_backup(url: str, backups_dir: Path, name: str, report=None) -> PgRestoreResult:
-    """Restore the dump ``name`` into ``url`` after checking it and taking a safety dump (backup lock held)."""
+def restore_pg_backup(url: str, backups_dir: Path, name: str, report=None, on_safety=None) -> PgRestoreResult:
+    """Restore the dump ``name`` into ``url`` after checking it and taking a safety dump (backup lock held).
+
+    ``on_safety(result)`` is called as soon as the safety dump exists, so it is catalogued
+    even when the restore then fails."""
     report = report or (lambda phase, percent: None)
     path = resolve_backup(backups_dir, name)
     if path.suffix != DUMP_SUFFIX:
@@ -218,6 +221,8 @@ def restore_pg_backup(url: str, backups_dir: Path, name: str, report=None) -> Pg
     digest, size = _sha256(path)
     report("safety backup", None)
     safety = perform_pg_backup(url, backups_dir, kind="pre-restore")
+    if on_safety is not None:
+        on_safety(safety)
     report("restoring", None)
     connection = connection_for(url)
     # A session holding a lock on a table would make DROP wait (and every reader behind it):

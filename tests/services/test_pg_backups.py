@@ -230,3 +230,26 @@ def test_the_preview_reads_names_with_spaces_and_names_live_views_the_dump_lacks
     assert "My S.a b" in preview.dump_tables and preview.kept_tables == []
     assert preview.kept_views == ["public.item_view"]
     assert "S3cretPw" not in preview.database
+
+
+def test_a_restore_that_fails_after_its_safety_dump_changes_nothing_and_lists_the_safety_dump(
+    make_app, postgres, data_url
+):
+    """A live view reading a table the dump replaces makes pg_restore stop (one transaction)."""
+    app = make_app(DATABASE_URL=data_url)
+    client = app.test_client()
+    name = client.post("/api/v1/settings/backup-db").json["file"]
+    postgres.psql(
+        "CREATE VIEW item_view AS SELECT id FROM item; DELETE FROM item WHERE id > 10;", data_url.rsplit("/", 1)[1]
+    )
+    run_id = client.post(f"/api/v1/settings/backups/{name}/restore", json={"confirm": name}).json["run"]["id"]
+
+    def finished():
+        run = client.get(f"/api/v1/settings/scheduler/runs/{run_id}").json["run"]
+        return run if run["status"] != "running" else None
+
+    run = wait_for(finished, 60)
+    assert run["status"] == "failed" and "nothing was changed" in run["error"]
+    assert counts(postgres, data_url)[0] == 10  # the live data as it was
+    kinds = sorted(entry["kind"] for entry in client.get("/api/v1/settings/backups").json["backups"])
+    assert kinds == ["manual", "pre-restore"]  # the safety dump is listed, not an orphan file
