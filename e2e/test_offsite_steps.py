@@ -100,6 +100,11 @@ def test_step_23_a_backup_goes_off_site_and_is_listed(offsite_server, s3, page):
     copies = page.get_by_role("region", name="Remote copies on Local S3")
     expect(copies.get_by_role("row")).to_have_count(2)
     expect(copies).to_contain_text(key.removeprefix("app/").removesuffix(".zst.age"))
+    # The targets refresh whenever a run ends: a listing being read stays (hx-preserve).
+    with page.expect_response("**/settings/offsite/targets"):
+        page.evaluate("htmx.trigger(document.body, 'runs-finished')")
+    expect(target_card(page, "Local S3")).to_contain_text("uploaded and verified")
+    expect(copies.get_by_role("row")).to_have_count(2)
 
 
 def test_step_24_restore_from_the_off_site_copy(offsite_server, s3, page):

@@ -8,7 +8,7 @@ from flask import abort, current_app, flash, redirect, render_template, request,
 
 from app.extensions import get_db
 from app.forms.offsite import OffsiteTargetForm
-from app.models import OffsiteTarget
+from app.models import OffsiteTarget, utcnow
 from app.services import offsite, offsite_targets
 from app.services.sealing import SealError, check_identity
 from app.settings.forms import FetchForm
@@ -147,6 +147,7 @@ def offsite_copies(target_id: int):
         listing = {"copies": offsite.list_remote(current_app.config, get_db(), target), "error": None}
     except Exception as exc:  # shown in the listing's place
         listing = {"copies": [], "error": offsite.explain(exc, target, current_app.config["OFFSITE_TIMEOUT_SECONDS"])}
+    listing["at"] = utcnow()
     if is_htmx():
         return render_template("settings/_offsite_copies.html", target=target, listing=listing)
     return _answer(offsite_block(copies={target.id: listing}))
