@@ -12,7 +12,6 @@ import shutil
 import pytest
 
 from e2e.support import open_settings
-from tests.offsite.support import FaultyS3
 
 CHROMIUM_FLAGS = [
     "--no-sandbox",
@@ -67,17 +66,6 @@ def settings_page(live_server, page):
 def start_server(gunicorn):
     """Start another app server: ``start_server(name, prepare=None, **env)``; every one is stopped at teardown."""
     return gunicorn
-
-
-@pytest.fixture
-def s3(tmp_path):
-    """A real S3 server (rclone serve s3) with a bucket ``backups``."""
-    server = FaultyS3(tmp_path / "s3").start()
-    try:
-        server.make_bucket("backups")
-        yield server
-    finally:
-        server.kill()
 
 
 @pytest.fixture

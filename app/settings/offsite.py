@@ -156,15 +156,21 @@ def offsite_copies(target_id: int):
 @bp.get("/offsite/<int:target_id>/fetch")
 def fetch_offsite_copy_page(target_id: int):
     """The page that asks for the key (never stored) before a remote copy is brought back."""
+    target, key = _remote_copy(target_id, request.args)
+    form = FetchForm(encryption=offsite.copy_encryption(get_db(), target, key))
+    form.key.data = key
+    return _fetch_page(target, form)
+
+
+def _remote_copy(target_id: int, values) -> tuple[OffsiteTarget, str]:
+    """The target and the object key a fetch names (404 for a key outside the target's prefix)."""
     target = _target(target_id)
-    key = request.args.get("key", "")
+    key = values.get("key", "")
     try:
         offsite.check_remote_key(target, key)
     except offsite.OffsiteError:
         abort(404)
-    form = FetchForm(encryption=offsite.copy_encryption(get_db(), target, key))
-    form.key.data = key
-    return _fetch_page(target, form)
+    return target, key
 
 
 def _fetch_page(target: OffsiteTarget, form: FetchForm, status: int = 200):
@@ -174,12 +180,7 @@ def _fetch_page(target: OffsiteTarget, form: FetchForm, status: int = 200):
 @bp.post("/offsite/<int:target_id>/fetch")
 def fetch_offsite_copy(target_id: int):
     """Download, check, open and check again; then the usual confirmation page for the restore."""
-    target = _target(target_id)
-    key = request.form.get("key", "")
-    try:
-        offsite.check_remote_key(target, key)
-    except offsite.OffsiteError:
-        abort(404)
+    target, key = _remote_copy(target_id, request.form)
     form = FetchForm(request.form, encryption=offsite.copy_encryption(get_db(), target, key))
     if not form.validate():
         return _fetch_page(target, form, 422)

@@ -1,21 +1,10 @@
-"""Fixtures for off-site copies: a real ``rclone serve s3`` whose storage can fail like a disk."""
+"""Fixtures for off-site copies: the app beside a real S3 server (``s3``, in tests/support/fixtures.py)."""
 
 from __future__ import annotations
 
 import pytest
 
-from tests.offsite.support import FaultyS3, OffsiteApp
-
-
-@pytest.fixture
-def s3(tmp_path):
-    """A real S3 server (rclone) with a bucket ``backups``; its storage can be made full."""
-    server = FaultyS3(tmp_path / "s3").start()
-    try:
-        server.make_bucket("backups")
-        yield server
-    finally:
-        server.kill()
+from tests.offsite.support import OffsiteApp
 
 
 @pytest.fixture

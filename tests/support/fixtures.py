@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.offsite.support import FaultyS3
 from tests.support.postgres import PostgresCluster, start_cluster
 from tests.support.s3_servers import SERVERS, RcloneS3, S3Server, SeaweedS3
 from tests.support.server import GunicornServer
@@ -67,3 +68,14 @@ def postgres():
 def postgres_url(postgres: PostgresCluster) -> str:
     """The URL of a new, empty database in the session's cluster (one per test)."""
     return postgres.url(postgres.new_database())
+
+
+@pytest.fixture
+def s3(tmp_path):
+    """A real S3 server (rclone) with a bucket ``backups``; its storage can be made full."""
+    server = FaultyS3(tmp_path / "s3").start()
+    try:
+        server.make_bucket("backups")
+        yield server
+    finally:
+        server.kill()
