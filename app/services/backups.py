@@ -131,22 +131,41 @@ def perform_sqlite_backup(
         raise ValueError(f"kind must be one of {KINDS} but uploaded")
     report = progress or (lambda phase, percent: None)
     started = time.monotonic()
-    prepare_folder(backups_dir)
-    remove_stale_temp_files(backups_dir)
-    temp_path = backups_dir / f"{TEMP_PREFIX}{secrets.token_hex(8)}{TEMP_SUFFIX}"
-    try:
+    with new_backup_file(backups_dir) as temp_path:
         report("copying", 0)
         digest, size = run_at_low_priority(
             lambda relay: _copy_and_verify(database_path, temp_path, busy_timeout, relay), name="backup", report=report
         )
         report("finalizing", None)
         final_path, created_at = publish_backup(temp_path, backups_dir, kind)
+    return finish_backup(final_path, created_at, size, digest, kind, keep_last, started)
+
+
+@contextlib.contextmanager
+def new_backup_file(backups_dir: Path):
+    """A temporary name in the backup folder for a backup being written (SQLite or a dump).
+
+    Removed (with any side files) whatever happens; an OS error becomes a :class:`BackupError`
+    naming the folder; older backups are never touched.
+    """
+    prepare_folder(backups_dir)
+    remove_stale_temp_files(backups_dir)
+    temp_path = backups_dir / f"{TEMP_PREFIX}{secrets.token_hex(8)}{TEMP_SUFFIX}"
+    try:
+        yield temp_path
     except BackupError:
         raise
     except OSError as exc:
         raise _target_error(exc, backups_dir) from exc
     finally:
         remove_with_side_files(temp_path)
+
+
+def finish_backup(
+    final_path: Path, created_at: datetime, size: int, digest: str, kind: str, keep_last: int | None, started: float
+) -> BackupResult:
+    """A published backup: prune older automatic ones, log it, and say what was made."""
+    backups_dir = final_path.parent
     pruned = prune_automatic_backups(backups_dir, keep_last) if kind == "auto" and keep_last else ()
     duration_ms = round((time.monotonic() - started) * 1000)
     log.info("backup %s written: %d bytes in %d ms", final_path.name, size, duration_ms)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import secrets
 import shutil
 import subprocess
 import time
@@ -26,19 +25,14 @@ from sqlalchemy.engine import URL, make_url
 from app.services.backup_checks import BackupCheckError
 from app.services.backups import (
     KINDS,
-    TEMP_PREFIX,
-    TEMP_SUFFIX,
     BackupError,
     BackupResult,
     BackupSourceError,
     _sha256,
-    _target_error,
+    finish_backup,
     fsync_path,
-    prepare_folder,
-    prune_automatic_backups,
+    new_backup_file,
     publish_backup,
-    remove_stale_temp_files,
-    remove_with_side_files,
     resolve_backup,
 )
 
@@ -168,10 +162,7 @@ def perform_pg_backup(
     connection = connection_for(url)
     pg_dump = find_tool("pg_dump")
     check_client_version(pg_dump, connection)
-    prepare_folder(backups_dir)
-    remove_stale_temp_files(backups_dir)
-    temp_path = backups_dir / f"{TEMP_PREFIX}{secrets.token_hex(8)}{TEMP_SUFFIX}"
-    try:
+    with new_backup_file(backups_dir) as temp_path:
         os.close(os.open(temp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         report("copying", None)
         _run(
@@ -185,16 +176,7 @@ def perform_pg_backup(
         digest, size = _sha256(temp_path)
         report("finalizing", None)
         final_path, created_at = publish_backup(temp_path, backups_dir, kind, suffix=DUMP_SUFFIX)
-    except BackupError:
-        raise
-    except OSError as exc:
-        raise _target_error(exc, backups_dir) from exc
-    finally:
-        remove_with_side_files(temp_path)
-    pruned = prune_automatic_backups(backups_dir, keep_last) if kind == "auto" and keep_last else ()
-    duration_ms = round((time.monotonic() - started) * 1000)
-    log.info("backup %s written: %d bytes in %d ms", final_path.name, size, duration_ms)
-    return BackupResult(final_path, size, digest, created_at, duration_ms, kind, tuple(pruned))
+    return finish_backup(final_path, created_at, size, digest, kind, keep_last, started)
 
 
 @dataclass(frozen=True)
