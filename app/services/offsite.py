@@ -393,20 +393,12 @@ def _abort_abandoned_parts(client, target: OffsiteTarget) -> None:
         log.debug("off-site target %r: abandoned multipart uploads not listed: %s", target.name, exc)
 
 
-class _owner_only_file:
+@contextlib.contextmanager
+def _owner_only_file(path: Path):
     """A new file only its owner can read (sealed copies are secret until they are sent)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def __enter__(self):
-        prepare_folder(self.path.parent)
-        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        self.handle = os.fdopen(fd, "wb")
-        return self.handle
-
-    def __exit__(self, *exc_info) -> None:
-        self.handle.close()
+    prepare_folder(path.parent)
+    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as handle:
+        yield handle
 
 
 class _Sent:
