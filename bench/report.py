@@ -256,7 +256,7 @@ def _notify(notify: dict) -> list[str]:
 
 
 def _offsite(offsite: dict) -> list[str]:
-    lines = [f"7. Off-site upload (1 target, local rclone serve s3){_others(offsite)}"]
+    lines = [f"8. Off-site upload (1 target, local rclone serve s3){_others(offsite)}"]
     for number, item in enumerate(offsite["rounds"], 1):
         lines.append(
             f"   round {number}: rclone copy {item['rclone_copy_s']:.2f} s, sealed upload {item['upload_s']:.2f} s "
