@@ -22,6 +22,7 @@ from typing import BinaryIO
 import pyrage
 
 from app.services import age_passphrase
+from app.services.backups import fsync_path
 
 if sys.version_info >= (3, 14):
     from compression.zstd import CompressionParameter, ZstdCompressor, ZstdDecompressor, ZstdError
@@ -357,15 +358,6 @@ def unseal(
         if isinstance(error, OSError):
             raise SealError(f"The copy could not be unsealed into {dest.name}: {error.strerror or error}.") from error
         raise
-    _fsync_folder(dest.parent)
+    fsync_path(dest.parent)  # make the rename durable
     written.finish()
     return written.sha256.hexdigest(), written.size
-
-
-def _fsync_folder(folder: Path) -> None:
-    """Make the rename durable."""
-    descriptor = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
